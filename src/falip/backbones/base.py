@@ -1,0 +1,49 @@
+"""What every checkpoint loader returns, and the one place weights enter a `ClipBackbone`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from ..errors import FalipError
+from .clip import ClipBackbone, ClipConfig
+from .tokenizer import ClipTokenizer
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: ClipBackbone
+    tokenizer: Optional[ClipTokenizer]
+    name: str
+    mean: Optional[tuple[float, float, float]] = None  # None: OpenAI's statistics
+    std: Optional[tuple[float, float, float]] = None
+
+
+@dataclass(frozen=True)
+class CheckpointFormat:
+    """A registry entry: `can_load(spec)` says whether `load(spec)` applies to a name or path."""
+
+    name: str
+    can_load: Callable[[str], bool]
+    load: Callable[[str], LoadedCheckpoint]
+
+
+def build_backbone(cfg: ClipConfig, state: dict[str, torch.Tensor], source: str) -> ClipBackbone:
+    """A float32 `ClipBackbone` holding exactly `state`; any missing, extra or misshapen tensor is an error."""
+    try:
+        model = ClipBackbone(cfg)
+    except ValueError as exc:
+        raise FalipError(f"{source}: unsupported architecture: {exc}") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        what = f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}"
+        raise FalipError(f"{source}: weights do not match the inferred CLIP ViT ({what})")
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise FalipError(f"{source}: {key} has shape {tuple(tensor.shape)}, expected {tuple(expected[key].shape)}")
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+    return model.eval()

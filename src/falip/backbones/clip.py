@@ -1,0 +1,228 @@
+"""The one internal form of a CLIP: explicit ViT and text towers in OpenAI's parameter layout.
+
+Every loader converts its checkpoint into `ClipBackbone`; the foveal encoder reads these weights.
+The plain forward here also takes an additive attention bias, which makes it the straightforward
+(slow) masked forward that the fast engine is checked against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ACTIVATIONS = ("quick_gelu", "gelu")
+
+
+@dataclass
+class VisionConfig:
+    width: int = 768
+    layers: int = 12
+    heads: int = 12
+    patch_size: int = 16
+    image_size: int = 224
+    mlp_dim: int = 3072
+    output_dim: int = 512
+    act: str = "quick_gelu"
+    ln_eps: float = 1e-5
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def num_tokens(self) -> int:
+        return self.grid**2 + 1
+
+
+@dataclass
+class TextConfig:
+    width: int = 512
+    layers: int = 12
+    heads: int = 8
+    context_length: int = 77
+    vocab_size: int = 49408
+    mlp_dim: int = 2048
+    output_dim: int = 512
+    act: str = "quick_gelu"
+    ln_eps: float = 1e-5
+    eos_token_id: Optional[int] = None  # None: pool at the highest token id (OpenAI's argmax rule)
+
+
+@dataclass
+class ClipConfig:
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ClipConfig":
+        return cls(VisionConfig(**data["vision"]), TextConfig(**data["text"]))
+
+
+def activation(name: str, x: torch.Tensor) -> torch.Tensor:
+    if name == "quick_gelu":
+        return x * torch.sigmoid(1.702 * x)
+    if name == "gelu":
+        return F.gelu(x)
+    raise ValueError(f"unsupported activation {name!r}; supported: {', '.join(ACTIVATIONS)}")
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection (nn.MultiheadAttention's layout)."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.head_dim = width // heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
+        self.out_proj = nn.Linear(width, width)
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., T, width) -> (..., heads, T, head_dim)."""
+        return x.unflatten(-1, (self.heads, self.head_dim)).transpose(-3, -2)
+
+    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        return self.split_heads(q), self.split_heads(k), self.split_heads(v)
+
+    def forward(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None, causal: bool = False) -> torch.Tensor:
+        q, k, v = self.qkv(x)
+        if bias is not None:
+            bias = bias.to(q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=causal and bias is None)
+        return self.out_proj(out.transpose(-3, -2).flatten(-2))
+
+
+class Mlp(nn.Module):
+    def __init__(self, width: int, hidden: int, act: str):
+        super().__init__()
+        self.act = act
+        self.c_fc = nn.Linear(width, hidden)
+        self.c_proj = nn.Linear(hidden, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(activation(self.act, self.c_fc(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))`."""
+
+    def __init__(self, width: int, heads: int, mlp_dim: int, act: str, ln_eps: float):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(width, eps=ln_eps)
+        self.attn = Attention(width, heads)
+        self.ln_2 = nn.LayerNorm(width, eps=ln_eps)
+        self.mlp = Mlp(width, mlp_dim, act)
+
+    def finish(self, x: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:
+        """The rest of the block once the attention output is known."""
+        x = x + attn_out
+        return x + self.mlp(self.ln_2(x))
+
+    def forward(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None, causal: bool = False) -> torch.Tensor:
+        return self.finish(x, self.attn(self.ln_1(x), bias, causal))
+
+
+class Transformer(nn.Module):
+    def __init__(self, width: int, layers: int, heads: int, mlp_dim: int, act: str, ln_eps: float):
+        super().__init__()
+        self.resblocks = nn.ModuleList(Block(width, heads, mlp_dim, act, ln_eps) for _ in range(layers))
+
+
+class VisionTransformer(nn.Module):
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.cfg = cfg
+        w = cfg.width
+        self.conv1 = nn.Conv2d(3, w, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False)
+        self.class_embedding = nn.Parameter(torch.zeros(w))
+        self.positional_embedding = nn.Parameter(torch.zeros(cfg.num_tokens, w))
+        self.ln_pre = nn.LayerNorm(w, eps=cfg.ln_eps)
+        self.transformer = Transformer(w, cfg.layers, cfg.heads, cfg.mlp_dim, cfg.act, cfg.ln_eps)
+        self.ln_post = nn.LayerNorm(w, eps=cfg.ln_eps)
+        self.proj = nn.Parameter(torch.zeros(w, cfg.output_dim))
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.transformer.resblocks
+
+    def embed(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) pixels -> (B, T, width) tokens entering the first block."""
+        x = self.conv1(pixels.to(self.conv1.weight.dtype)).flatten(2).transpose(1, 2)
+        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
+        return self.ln_pre(x)
+
+    def head(self, cls_token: torch.Tensor) -> torch.Tensor:
+        """[CLS] state after the last block -> projected, unnormalised image feature."""
+        return self.ln_post(cls_token) @ self.proj
+
+    def forward(
+        self,
+        pixels: torch.Tensor,
+        bias: Optional[torch.Tensor] = None,
+        bias_layers: Sequence[int] = (),
+    ) -> torch.Tensor:
+        """Plain CLIP image features; `bias` (broadcastable to (B, heads, T, T)) is added to the
+        attention logits in `bias_layers` only: the one-forward-per-mask reference path."""
+        x = self.embed(pixels)
+        for index, block in enumerate(self.blocks):
+            x = block(x, bias if index in bias_layers else None)
+        return self.head(x[:, 0])
+
+
+class TextTransformer(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
+        self.positional_embedding = nn.Parameter(torch.zeros(cfg.context_length, cfg.width))
+        self.transformer = Transformer(cfg.width, cfg.layers, cfg.heads, cfg.mlp_dim, cfg.act, cfg.ln_eps)
+        self.ln_final = nn.LayerNorm(cfg.width, eps=cfg.ln_eps)
+        self.text_projection = nn.Parameter(torch.zeros(cfg.width, cfg.output_dim))
+
+    def pool_index(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Position of the end-of-text token in each sequence."""
+        if self.cfg.eos_token_id is None:
+            return token_ids.argmax(dim=-1)
+        return (token_ids == self.cfg.eos_token_id).int().argmax(dim=-1)
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        n = token_ids.shape[-1]
+        x = self.token_embedding(token_ids) + self.positional_embedding[:n]
+        for block in self.transformer.resblocks:
+            x = block(x, causal=True)
+        x = self.ln_final(x)
+        pooled = x[torch.arange(x.shape[0], device=x.device), self.pool_index(token_ids)]
+        return pooled @ self.text_projection
+
+
+class ClipBackbone(nn.Module):
+    """A CLIP ViT in OpenAI's layout: `visual.*`, `text.*` and `logit_scale`."""
+
+    def __init__(self, cfg: ClipConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.visual = VisionTransformer(cfg.vision)
+        self.text = TextTransformer(cfg.text)
+        self.logit_scale = nn.Parameter(torch.tensor(4.6052))
+
+    def init_random(self, seed: int = 0, std: float = 0.02) -> "ClipBackbone":
+        """Small random weights (for benchmarks and tests); LayerNorms stay identity."""
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name, param in self.named_parameters():
+                if ".ln_" in name or name.startswith("visual.ln_") or name == "logit_scale":
+                    continue
+                if name.endswith("bias"):
+                    param.normal_(0.0, std, generator=gen)
+                else:
+                    param.normal_(0.0, std if param.dim() > 1 else 1.0, generator=gen)
+        return self

@@ -1,0 +1,137 @@
+"""Hugging Face `CLIPModel` checkpoints: hub ids or local `save_pretrained` directories.
+
+Weights, config and tokenizer come through `transformers`, so hub caching and offline mode behave
+as everywhere else in that ecosystem; the weights are then renamed into `ClipBackbone`'s layout.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from ..errors import FalipError
+from .base import LoadedCheckpoint, build_backbone
+from .clip import ClipConfig, TextConfig, VisionConfig
+from .tokenizer import ClipTokenizer
+
+_RENAMES = [
+    (r"^vision_model\.embeddings\.class_embedding$", "visual.class_embedding"),
+    (r"^vision_model\.embeddings\.patch_embedding\.weight$", "visual.conv1.weight"),
+    (r"^vision_model\.embeddings\.position_embedding\.weight$", "visual.positional_embedding"),
+    (r"^vision_model\.pre_layrnorm\.", "visual.ln_pre."),
+    (r"^vision_model\.post_layernorm\.", "visual.ln_post."),
+    (r"^vision_model\.encoder\.layers\.", "visual.transformer.resblocks."),
+    (r"^text_model\.embeddings\.token_embedding\.", "text.token_embedding."),
+    (r"^text_model\.embeddings\.position_embedding\.weight$", "text.positional_embedding"),
+    (r"^text_model\.encoder\.layers\.", "text.transformer.resblocks."),
+    (r"^text_model\.final_layer_norm\.", "text.ln_final."),
+    (r"\.layer_norm1\.", ".ln_1."),
+    (r"\.layer_norm2\.", ".ln_2."),
+    (r"\.mlp\.fc1\.", ".mlp.c_fc."),
+    (r"\.mlp\.fc2\.", ".mlp.c_proj."),
+    (r"\.self_attn\.out_proj\.", ".attn.out_proj."),
+]
+_QKV = re.compile(r"^(.*)\.self_attn\.([qkv])_proj\.(weight|bias)$")
+
+
+def can_load(spec: str) -> bool:
+    """A local directory with `config.json`, or anything that is not a local path (a hub id)."""
+    path = Path(spec)
+    return (path / "config.json").is_file() if path.exists() else True
+
+
+def config_from_hf(config) -> ClipConfig:
+    v, t = config.vision_config, config.text_config
+    eos = getattr(t, "eos_token_id", None)
+    vision = VisionConfig(
+        width=v.hidden_size,
+        layers=v.num_hidden_layers,
+        heads=v.num_attention_heads,
+        patch_size=v.patch_size,
+        image_size=v.image_size,
+        mlp_dim=v.intermediate_size,
+        output_dim=config.projection_dim,
+        act=v.hidden_act,
+        ln_eps=v.layer_norm_eps,
+    )
+    text = TextConfig(
+        width=t.hidden_size,
+        layers=t.num_hidden_layers,
+        heads=t.num_attention_heads,
+        context_length=t.max_position_embeddings,
+        vocab_size=t.vocab_size,
+        mlp_dim=t.intermediate_size,
+        output_dim=config.projection_dim,
+        act=t.hidden_act,
+        ln_eps=t.layer_norm_eps,
+        eos_token_id=None if eos in (None, 2) else eos,  # 2: pre-2023 configs, pooled by argmax
+    )
+    return ClipConfig(vision, text)
+
+
+def state_from_hf(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename `CLIPModel` tensors into `ClipBackbone` keys; q/k/v are fused into `in_proj`."""
+    out, qkv = {}, {}
+    for key, value in hf_state.items():
+        if key.endswith("position_ids"):
+            continue
+        match = _QKV.match(key)
+        if match:
+            qkv.setdefault((match.group(1), match.group(3)), {})[match.group(2)] = value
+            continue
+        if key == "visual_projection.weight":
+            out["visual.proj"] = value.t()
+        elif key == "text_projection.weight":
+            out["text.text_projection"] = value.t()
+        else:
+            for pattern, repl in _RENAMES:
+                key = re.sub(pattern, repl, key)
+            out[key] = value
+    for (prefix, kind), parts in qkv.items():
+        for pattern, repl in _RENAMES:
+            prefix = re.sub(pattern, repl, prefix)
+        out[f"{prefix}.attn.in_proj_{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]])
+    return out
+
+
+def _image_stats(spec: str):
+    """Mean and std from `preprocessor_config.json`, when the checkpoint has one."""
+    from transformers.utils import cached_file
+
+    try:
+        path = cached_file(spec, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False)
+    except Exception:  # absent, offline, or a repo without it: OpenAI's statistics apply
+        return None, None
+    if not path:
+        return None, None
+    data = json.loads(Path(path).read_text())
+    mean, std = data.get("image_mean"), data.get("image_std")
+    return (tuple(mean) if mean else None), (tuple(std) if std else None)
+
+
+def load(spec: str) -> LoadedCheckpoint:
+    from transformers import AutoConfig, AutoTokenizer, CLIPModel
+
+    try:
+        hf_config = AutoConfig.from_pretrained(spec)
+    except Exception as exc:  # OSError when offline or missing, ValueError for unknown model types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FalipError(f"cannot load {spec!r} as a Hugging Face CLIP checkpoint: {first}") from None
+    if hf_config.model_type != "clip":
+        raise FalipError(f"{spec!r} is a {hf_config.model_type!r} model, not a CLIP (`CLIPModel`) checkpoint")
+    try:
+        hf_model = CLIPModel.from_pretrained(spec, config=hf_config, dtype=torch.float32)
+    except Exception as exc:  # corrupt or missing weight files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FalipError(f"cannot read the weights of {spec!r}: {first}") from None
+    cfg = config_from_hf(hf_config)
+    model = build_backbone(cfg, state_from_hf(hf_model.state_dict()), spec)
+    try:
+        tok = ClipTokenizer(AutoTokenizer.from_pretrained(spec), cfg.text.context_length)
+    except Exception:  # a checkpoint saved without tokenizer files: text needs `tokenizer=`
+        tok = None
+    mean, std = _image_stats(spec)
+    return LoadedCheckpoint(model=model, tokenizer=tok, name=spec, mean=mean, std=std)

@@ -1,0 +1,111 @@
+"""OpenAI-format CLIP checkpoints: TorchScript `.pt` archives and plain state dicts (.pt/.bin/.safetensors).
+
+The architecture is read off the tensors as OpenAI's `build_model` does (heads = width // 64).
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from pathlib import Path
+
+import torch
+
+from ..errors import FalipError
+from .base import LoadedCheckpoint, build_backbone
+from .clip import ClipConfig, TextConfig, VisionConfig
+from .tokenizer import OPENAI_BPE_NAME, tokenizer_from_bpe
+
+SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+def can_load(spec: str) -> bool:
+    path = Path(spec)
+    return path.is_file() and path.suffix in SUFFIXES
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a `.safetensors` file, a TorchScript archive, or a pickled state dict."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # safetensors raises its own error types for bad headers
+            raise FalipError(f"corrupt or unreadable safetensors file {path}: {exc}") from None
+    if not zipfile.is_zipfile(path):
+        raise FalipError(f"{path} is not a PyTorch checkpoint (not a zip archive); is the file truncated?")
+    try:
+        return torch.jit.load(str(path), map_location="cpu").state_dict()
+    except RuntimeError:
+        pass  # not TorchScript: a pickled state dict, as OpenAI's loader also falls back to
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged archive
+        raise FalipError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise FalipError(f"{path} holds no state dict of tensors")
+    return obj
+
+
+def _count_blocks(state: dict, prefix: str) -> int:
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+    return len({m.group(1) for k in state if (m := pattern.match(k))})
+
+
+def config_from_state_dict(state: dict[str, torch.Tensor]) -> ClipConfig:
+    """Infer the architecture from OpenAI key names and tensor shapes."""
+    if "visual.conv1.weight" not in state:
+        if any(k.startswith("visual.layer1.") for k in state):
+            raise FalipError("this is a ResNet CLIP (RN50, RN101, ...): FALIP needs a ViT image encoder")
+        raise FalipError("no `visual.conv1.weight`: not an OpenAI-format CLIP ViT checkpoint")
+    try:
+        conv = state["visual.conv1.weight"]
+        v_width, patch = conv.shape[0], conv.shape[-1]
+        grid = round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+        t_width = state["ln_final.weight"].shape[0]
+        vision = VisionConfig(
+            width=v_width,
+            layers=_count_blocks(state, "visual.transformer.resblocks."),
+            heads=v_width // 64,
+            patch_size=patch,
+            image_size=patch * grid,
+            mlp_dim=state["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
+            output_dim=state["visual.proj"].shape[1],
+        )
+        text = TextConfig(
+            width=t_width,
+            layers=_count_blocks(state, "transformer.resblocks."),
+            heads=max(1, t_width // 64),
+            context_length=state["positional_embedding"].shape[0],
+            vocab_size=state["token_embedding.weight"].shape[0],
+            mlp_dim=state["transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
+            output_dim=state["text_projection"].shape[1],
+        )
+    except KeyError as exc:
+        raise FalipError(f"incomplete OpenAI CLIP checkpoint: missing {exc.args[0]!r}") from None
+    return ClipConfig(vision, text)
+
+
+def to_internal_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """OpenAI names -> ClipBackbone names: the text tower moves under `text.`."""
+    out = {}
+    for key, value in state.items():
+        if key in EXTRA_KEYS:
+            continue
+        out[key if key.startswith("visual.") or key == "logit_scale" else "text." + key] = value
+    return out
+
+
+def load(spec: str) -> LoadedCheckpoint:
+    """Load an OpenAI-format file; OpenAI's BPE file beside it, if any, becomes its tokenizer."""
+    path = Path(spec)
+    state = read_state_dict(path)
+    cfg = config_from_state_dict(state)
+    model = build_backbone(cfg, to_internal_keys(state), str(path))
+    bpe = path.parent / OPENAI_BPE_NAME
+    tok = tokenizer_from_bpe(bpe, cfg.text.context_length) if bpe.is_file() else None
+    return LoadedCheckpoint(model=model, tokenizer=tok, name=str(path))

@@ -1,0 +1,201 @@
+"""`falip.load` and `FalipModel`: a CLIP ViT with one preprocessing, a tokenizer and the foveal encoder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import torch
+
+from .backbones import ClipBackbone, ClipTokenizer, load_checkpoint
+from .encoder import DEFAULT_CHUNK, FovealEncoder
+from .errors import FalipError
+from .masks import MASK_FORMS, resolve_layers
+from .preprocess import OPENAI_MEAN, OPENAI_STD, ImageInput, Preprocessing, open_image
+from .regions import Region, region_bias_rows
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+TextInput = Union[str, Sequence[str], torch.Tensor]
+
+
+def _dtype(dtype: Union[str, torch.dtype, None]) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise FalipError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def _device(device: Union[str, torch.device]) -> torch.device:
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FalipError("CUDA was asked for, but PyTorch sees no CUDA device here; use device='cpu'")
+    return device
+
+
+class FalipModel:
+    """CLIP with foveal attention. Features are projected and unnormalised, like CLIP's `encode_image`."""
+
+    def __init__(
+        self,
+        backbone: ClipBackbone,
+        preprocessing: Preprocessing,
+        tokenizer: Optional[ClipTokenizer] = None,
+        name: str = "",
+        box_rule: str = "authors",
+        chunk_size: int = DEFAULT_CHUNK,
+    ):
+        self.backbone = backbone.eval()
+        self.preprocessing = preprocessing
+        self.tokenizer = tokenizer
+        self.name = name
+        self.box_rule = box_rule
+        self.encoder = FovealEncoder(backbone.visual, chunk_size)
+
+    def __repr__(self) -> str:
+        v = self.backbone.cfg.vision
+        return (
+            f"FalipModel({self.name!r}, ViT {v.layers} layers x {v.width}, patch {v.patch_size}, "
+            f"{v.image_size}px, preprocess={self.preprocessing.mode!r}, {self.dtype}, {self.device})"
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.backbone.logit_scale.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.backbone.logit_scale.dtype
+
+    @property
+    def depth(self) -> int:
+        return self.backbone.cfg.vision.layers
+
+    @property
+    def patch_size(self) -> int:
+        return self.backbone.cfg.vision.patch_size
+
+    @property
+    def default_layers(self) -> list[int]:
+        return resolve_layers(None, self.depth)
+
+    def to(self, device=None, dtype=None) -> "FalipModel":
+        self.backbone.to(device=_device(device) if device is not None else None, dtype=_dtype(dtype) if dtype else None)
+        return self
+
+    def pixels(self, images: Union[ImageInput, Sequence[ImageInput], torch.Tensor]) -> torch.Tensor:
+        """Preprocessed (N, 3, S, S) input; a tensor is taken as already preprocessed."""
+        if isinstance(images, torch.Tensor):
+            return images if images.dim() == 4 else images[None]
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        return torch.stack([self.preprocessing.pixels(image) for image in images])
+
+    @torch.no_grad()
+    def encode_image(self, images: Union[ImageInput, Sequence[ImageInput], torch.Tensor]) -> torch.Tensor:
+        """Plain CLIP image features (N, D)."""
+        pixels = self.pixels(images).to(self.device, self.dtype)
+        return self.backbone.visual(pixels)
+
+    def region_rows(
+        self,
+        image_size: tuple[int, int],
+        regions: Sequence[Region],
+        *,
+        alpha: float = 0.2,
+        sigma: float = 100.0,
+        box_format: str = "xywh",
+    ) -> torch.Tensor:
+        """The foveal bias rows (R, T) of regions on an image of `image_size = (width, height)`."""
+        return region_bias_rows(
+            regions, image_size, self.preprocessing, self.patch_size,
+            alpha=alpha, sigma=sigma, box_format=box_format, box_rule=self.box_rule,
+        )
+
+    @torch.no_grad()
+    def encode_regions(
+        self,
+        image: ImageInput,
+        regions: Sequence[Region],
+        *,
+        alpha: float = 0.2,
+        sigma: float = 100.0,
+        layers: Optional[Sequence[int]] = None,
+        form: str = "cls",
+        box_format: str = "xywh",
+        chunk_size: Optional[int] = None,
+    ) -> torch.Tensor:
+        """FALIP features (R, D) of regions of one image: boxes (`box_format`, original pixels) or
+        binary masks shaped like the image. `layers` are 0-based (negative from the end); None is
+        the last third. `form` is "cls" (the paper's), "all" or "diag" (its ablation)."""
+        if form not in MASK_FORMS:
+            raise FalipError(f"unknown mask form {form!r}; choose one of {', '.join(MASK_FORMS)}")
+        if isinstance(regions, torch.Tensor) and regions.dim() == 1 or _is_single_box(regions):
+            regions = [regions]
+        img = open_image(image)
+        rows = self.region_rows(img.size, regions, alpha=alpha, sigma=sigma, box_format=box_format)
+        try:
+            masked = resolve_layers(layers, self.depth)
+        except ValueError as exc:
+            raise FalipError(str(exc)) from None
+        pixels = self.pixels(img).to(self.device, self.dtype)
+        index = torch.zeros(len(rows), dtype=torch.long)
+        return self.encoder(pixels, rows, index, masked, form, chunk_size)
+
+    def tokenize(self, texts: Union[str, Sequence[str]]) -> torch.Tensor:
+        if self.tokenizer is None:
+            raise FalipError(
+                f"{self.name or 'this checkpoint'} has no tokenizer: pass tokenizer=... to falip.load "
+                "(a Hugging Face id or directory, or OpenAI's bpe_simple_vocab_16e6.txt.gz), or give token ids"
+            )
+        return self.tokenizer(texts)
+
+    @torch.no_grad()
+    def encode_text(self, texts: TextInput) -> torch.Tensor:
+        """Text features (T, D) of strings or of a (T, context) token-id tensor."""
+        ids = texts if isinstance(texts, torch.Tensor) else self.tokenize(texts)
+        if ids.dim() == 1:
+            ids = ids[None]
+        return self.backbone.text(ids.to(self.device))
+
+    @torch.no_grad()
+    def score(self, image: ImageInput, regions: Sequence[Region], texts: TextInput, **region_options) -> torch.Tensor:
+        """(R, T) logits: `exp(logit_scale)` x cosine of each region's FALIP feature with each text."""
+        regions_f = torch.nn.functional.normalize(self.encode_regions(image, regions, **region_options).float(), dim=-1)
+        texts_f = torch.nn.functional.normalize(self.encode_text(texts).float(), dim=-1)
+        return self.backbone.logit_scale.float().exp() * regions_f @ texts_f.t()
+
+
+def _is_single_box(regions) -> bool:
+    try:
+        return len(regions) == 4 and all(isinstance(v, (int, float)) for v in regions)
+    except TypeError:
+        return False
+
+
+def load(
+    name_or_path: Union[str, Path, None] = None,
+    device: Union[str, torch.device] = "cpu",
+    *,
+    dtype: Union[str, torch.dtype, None] = None,
+    preprocess: str = "squash",
+    tokenizer: Optional[str] = None,
+    box_rule: str = "authors",
+    chunk_size: int = DEFAULT_CHUNK,
+) -> FalipModel:
+    """Load a CLIP ViT for FALIP.
+
+    `name_or_path`: a Hugging Face hub id (`openai/clip-vit-base-patch16`), a `save_pretrained`
+    directory, or an OpenAI-format `.pt` (TorchScript or state dict) / `.safetensors` file.
+    `preprocess`: "squash" (the authors'), "crop" (CLIP's resize + centre crop) or "pad".
+    `tokenizer`: overrides the checkpoint's tokenizer (hub id, directory or OpenAI BPE file).
+    """
+    if name_or_path is None:
+        raise FalipError("no model given: pass a checkpoint (hub id, directory or OpenAI file)")
+    loaded = load_checkpoint(str(name_or_path), tokenizer)
+    size = loaded.model.cfg.vision.image_size
+    preprocessing = Preprocessing(size, preprocess, loaded.mean or OPENAI_MEAN, loaded.std or OPENAI_STD)
+    model = FalipModel(loaded.model, preprocessing, loaded.tokenizer, loaded.name, box_rule, chunk_size)
+    return model.to(device, _dtype(dtype))

@@ -1,0 +1,80 @@
+"""Turn user regions (boxes or binary masks in original-image pixels) into foveal bias rows."""
+
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .errors import FalipError
+from .masks import BOX_RULES, bias_row, box_to_token_rect, coverage_bias_grid, rect_bias_grid
+from .preprocess import Preprocessing
+
+BOX_FORMATS = ("xywh", "xyxy")
+Region = Union[Sequence[float], np.ndarray, torch.Tensor, Image.Image]
+
+
+def to_xyxy(box: Sequence[float], box_format: str = "xywh") -> tuple[float, float, float, float]:
+    """A box as `(x0, y0, x1, y1)`; `xywh` is COCO's `[x, y, width, height]`."""
+    if box_format not in BOX_FORMATS:
+        raise FalipError(f"unknown box format {box_format!r}; choose one of {', '.join(BOX_FORMATS)}")
+    values = [float(v) for v in box]
+    if len(values) != 4:
+        raise FalipError(f"a box needs 4 numbers, got {len(values)}: {list(box)}")
+    x, y, a, b = values
+    return (x, y, x + a, y + b) if box_format == "xywh" else (x, y, a, b)
+
+
+def _as_mask(region: Region) -> np.ndarray | None:
+    if isinstance(region, Image.Image):
+        return np.asarray(region.convert("L")) > 0
+    arr = region.detach().cpu().numpy() if isinstance(region, torch.Tensor) else np.asarray(region)
+    return arr if arr.ndim == 2 else None
+
+
+def region_bias_rows(
+    regions: Sequence[Region],
+    image_size: tuple[int, int],
+    preprocessing: Preprocessing,
+    patch: int,
+    *,
+    alpha: float,
+    sigma: float,
+    box_format: str = "xywh",
+    box_rule: str = "authors",
+) -> torch.Tensor:
+    """Bias rows (R, grid**2 + 1) for the regions of one image of `image_size = (width, height)`.
+
+    A region is a box of 4 numbers (`box_format`) or a binary mask shaped like the image. Boxes use
+    `box_rule` (the authors' by default); masks weight the Gaussian by per-token coverage.
+    """
+    if box_rule not in BOX_RULES:
+        raise FalipError(f"unknown box rule {box_rule!r}; choose one of {', '.join(BOX_RULES)}")
+    width, height = image_size
+    geo = preprocessing.geometry(width, height)
+    grid = preprocessing.size // patch
+    rows = []
+    for index, region in enumerate(regions):
+        mask = _as_mask(region)
+        try:
+            if mask is not None:
+                if mask.shape != (height, width):
+                    raise ValueError(f"mask shape {mask.shape} does not match the image ({height}, {width})")
+                grid_bias = coverage_bias_grid(preprocessing.token_coverage(mask, patch), alpha, sigma)
+            else:
+                x0, y0, x1, y1 = to_xyxy(region, box_format)
+                if x1 <= x0 or y1 <= y0:
+                    raise ValueError(f"box has zero or negative width or height: {list(region)}")
+                if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
+                    raise ValueError(f"box lies wholly outside the {width}x{height} image: {list(region)}")
+                mapped = (geo.map_x(x0), geo.map_y(y0), geo.map_x(x1), geo.map_y(y1))
+                rect = box_to_token_rect(mapped, preprocessing.size, patch, box_rule)
+                grid_bias = rect_bias_grid(rect, grid, alpha, sigma)
+        except ValueError as exc:
+            raise FalipError(f"region {index}: {exc}") from None
+        rows.append(bias_row(grid_bias))
+    if not rows:
+        raise FalipError("no region given: pass at least one box or mask")
+    return torch.stack(rows)

@@ -18,6 +18,7 @@ import torch
 
 MASK_FORMS = ("cls", "all", "diag")
 BOX_RULES = ("authors", "overlap")
+GAUSSIAN_NUMERICS = ("authors", "exact")
 
 
 @dataclass(frozen=True)
@@ -77,30 +78,35 @@ def box_to_token_rect(
     return TokenRect(row0, row1, col0, col1)
 
 
-def gaussian_patch(height: int, width: int, alpha: float, sigma: float) -> np.ndarray:
-    """Eq. 1-2: `alpha * minmax(exp(-d^2 / 2 sigma^2))` over an `height` x `width` rectangle.
+def gaussian_patch(height: int, width: int, alpha: float, sigma: float, numerics: str = "authors") -> np.ndarray:
+    """Eq. 1-2: `alpha * minmax(exp(-d^2 / 2 sigma^2))` over a `height` x `width` rectangle.
 
-    d is the distance to the rectangle's centre `((h-1)/2, (w-1)/2)` in token units. Computed in
-    float32 in the authors' order, with their `1e-6` guard, so a single token gets exactly `alpha`.
+    d is the distance to the rectangle's centre `((h-1)/2, (w-1)/2)` in token units, with the
+    authors' `1e-6` guard in the min-max. `numerics="authors"` computes in float32 in their order and
+    reproduces their values, rounding included: at sigma = 100 the range is tiny, so the peak can
+    land up to ~5% above `alpha` (a one-token region gets 1.049 alpha). `"exact"` computes the same
+    formula in float64: the peak is `alpha`.
     """
     if sigma <= 0:
         raise ValueError(f"sigma must be positive, got {sigma}")
-    f32 = np.float32
+    if numerics not in GAUSSIAN_NUMERICS:
+        raise ValueError(f"unknown numerics {numerics!r}; choose one of {', '.join(GAUSSIAN_NUMERICS)}")
+    ft = np.float32 if numerics == "authors" else np.float64
     rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
-    d2 = ((rows - (height - 1) / 2.0) ** 2 + (cols - (width - 1) / 2.0) ** 2).astype(f32)
-    r = np.exp(f32(-0.5) * d2 / f32(sigma) ** 2).astype(f32)
+    d2 = ((rows - (height - 1) / 2.0) ** 2 + (cols - (width - 1) / 2.0) ** 2).astype(ft)
+    r = np.exp(ft(-0.5) * d2 / ft(sigma) ** 2).astype(ft)
     lo, hi = r.min(), r.max()
-    return (f32(alpha) * (r - lo + f32(1e-6)) / (hi + f32(1e-6) - lo)).astype(f32)
+    return (ft(alpha) * (r - lo + ft(1e-6)) / (hi + ft(1e-6) - lo)).astype(np.float32)
 
 
-def rect_bias_grid(rect: TokenRect, grid: int, alpha: float, sigma: float) -> np.ndarray:
+def rect_bias_grid(rect: TokenRect, grid: int, alpha: float, sigma: float, numerics: str = "authors") -> np.ndarray:
     """The (grid, grid) foveal bias of a token rectangle: the Gaussian inside, 0 outside."""
     out = np.zeros((grid, grid), np.float32)
-    out[rect.row0 : rect.row1 + 1, rect.col0 : rect.col1 + 1] = gaussian_patch(rect.height, rect.width, alpha, sigma)
+    out[rect.row0 : rect.row1 + 1, rect.col0 : rect.col1 + 1] = gaussian_patch(rect.height, rect.width, alpha, sigma, numerics)
     return out
 
 
-def coverage_bias_grid(coverage: np.ndarray, alpha: float, sigma: float) -> np.ndarray:
+def coverage_bias_grid(coverage: np.ndarray, alpha: float, sigma: float, numerics: str = "authors") -> np.ndarray:
     """The foveal bias of a free-form region given as per-token coverage in [0, 1].
 
     The Gaussian is laid over the bounding rectangle of the covered tokens (as for a box), then
@@ -111,7 +117,7 @@ def coverage_bias_grid(coverage: np.ndarray, alpha: float, sigma: float) -> np.n
     if rows.size == 0:
         raise ValueError("the mask covers no pixel that the model sees")
     rect = TokenRect(int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max()))
-    return rect_bias_grid(rect, coverage.shape[0], alpha, sigma) * np.clip(coverage, 0.0, 1.0)
+    return rect_bias_grid(rect, coverage.shape[0], alpha, sigma, numerics) * np.clip(coverage, 0.0, 1.0)
 
 
 def bias_row(grid_bias: np.ndarray) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch
 from .backbones import ClipBackbone, ClipTokenizer, load_checkpoint
 from .encoder import DEFAULT_CHUNK, FovealEncoder
 from .errors import FalipError
-from .masks import MASK_FORMS, resolve_layers
+from .masks import BOX_RULES, GAUSSIAN_NUMERICS, MASK_FORMS, resolve_layers
 from .preprocess import OPENAI_MEAN, OPENAI_STD, ImageInput, Preprocessing, open_image
 from .regions import Region, region_bias_rows
 
@@ -45,6 +45,7 @@ class FalipModel:
         tokenizer: Optional[ClipTokenizer] = None,
         name: str = "",
         box_rule: str = "authors",
+        gaussian: str = "authors",
         chunk_size: int = DEFAULT_CHUNK,
     ):
         self.backbone = backbone.eval()
@@ -52,6 +53,7 @@ class FalipModel:
         self.tokenizer = tokenizer
         self.name = name
         self.box_rule = box_rule
+        self.gaussian = gaussian
         self.encoder = FovealEncoder(backbone.visual, chunk_size)
 
     def __repr__(self) -> str:
@@ -111,7 +113,7 @@ class FalipModel:
         """The foveal bias rows (R, T) of regions on an image of `image_size = (width, height)`."""
         return region_bias_rows(
             regions, image_size, self.preprocessing, self.patch_size,
-            alpha=alpha, sigma=sigma, box_format=box_format, box_rule=self.box_rule,
+            alpha=alpha, sigma=sigma, box_format=box_format, box_rule=self.box_rule, numerics=self.gaussian,
         )
 
     @torch.no_grad()
@@ -183,6 +185,7 @@ def load(
     preprocess: str = "squash",
     tokenizer: Optional[str] = None,
     box_rule: str = "authors",
+    gaussian: str = "authors",
     chunk_size: int = DEFAULT_CHUNK,
 ) -> FalipModel:
     """Load a CLIP ViT for FALIP.
@@ -191,11 +194,17 @@ def load(
     directory, or an OpenAI-format `.pt` (TorchScript or state dict) / `.safetensors` file.
     `preprocess`: "squash" (the authors'), "crop" (CLIP's resize + centre crop) or "pad".
     `tokenizer`: overrides the checkpoint's tokenizer (hub id, directory or OpenAI BPE file).
+    `box_rule`: "authors" (their ceil rule, default) or "overlap" (every token the box overlaps).
+    `gaussian`: "authors" (their float32 arithmetic, default) or "exact" (float64, peak = alpha).
     """
+    if box_rule not in BOX_RULES:
+        raise FalipError(f"unknown box rule {box_rule!r}; choose one of {', '.join(BOX_RULES)}")
+    if gaussian not in GAUSSIAN_NUMERICS:
+        raise FalipError(f"unknown gaussian numerics {gaussian!r}; choose one of {', '.join(GAUSSIAN_NUMERICS)}")
     if name_or_path is None:
         raise FalipError("no model given: pass a checkpoint (hub id, directory or OpenAI file)")
     loaded = load_checkpoint(str(name_or_path), tokenizer)
     size = loaded.model.cfg.vision.image_size
     preprocessing = Preprocessing(size, preprocess, loaded.mean or OPENAI_MEAN, loaded.std or OPENAI_STD)
-    model = FalipModel(loaded.model, preprocessing, loaded.tokenizer, loaded.name, box_rule, chunk_size)
+    model = FalipModel(loaded.model, preprocessing, loaded.tokenizer, loaded.name, box_rule, gaussian, chunk_size)
     return model.to(device, _dtype(dtype))

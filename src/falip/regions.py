@@ -44,11 +44,13 @@ def region_bias_rows(
     sigma: float,
     box_format: str = "xywh",
     box_rule: str = "authors",
+    numerics: str = "authors",
 ) -> torch.Tensor:
     """Bias rows (R, grid**2 + 1) for the regions of one image of `image_size = (width, height)`.
 
     A region is a box of 4 numbers (`box_format`) or a binary mask shaped like the image. Boxes use
     `box_rule` (the authors' by default); masks weight the Gaussian by per-token coverage.
+    `numerics` is the Gaussian's arithmetic (`masks.gaussian_patch`).
     """
     if box_rule not in BOX_RULES:
         raise FalipError(f"unknown box rule {box_rule!r}; choose one of {', '.join(BOX_RULES)}")
@@ -62,7 +64,7 @@ def region_bias_rows(
             if mask is not None:
                 if mask.shape != (height, width):
                     raise ValueError(f"mask shape {mask.shape} does not match the image ({height}, {width})")
-                grid_bias = coverage_bias_grid(preprocessing.token_coverage(mask, patch), alpha, sigma)
+                grid_bias = coverage_bias_grid(preprocessing.token_coverage(mask, patch), alpha, sigma, numerics)
             else:
                 x0, y0, x1, y1 = to_xyxy(region, box_format)
                 if x1 <= x0 or y1 <= y0:
@@ -71,7 +73,7 @@ def region_bias_rows(
                     raise ValueError(f"box lies wholly outside the {width}x{height} image: {list(region)}")
                 mapped = (geo.map_x(x0), geo.map_y(y0), geo.map_x(x1), geo.map_y(y1))
                 rect = box_to_token_rect(mapped, preprocessing.size, patch, box_rule)
-                grid_bias = rect_bias_grid(rect, grid, alpha, sigma)
+                grid_bias = rect_bias_grid(rect, grid, alpha, sigma, numerics)
         except ValueError as exc:
             raise FalipError(f"region {index}: {exc}") from None
         rows.append(bias_row(grid_bias))

@@ -1,0 +1,5 @@
+"""`python -m falip` is the `falip` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,133 @@
+"""Throughput benchmark: the authors' one-forward-per-region approach, a batched full forward, and
+this project's foveal encoder, on the same images and regions, timed in one run.
+
+Random weights are enough for speed (the arithmetic does not depend on the values); the outputs of
+the three approaches are compared so that a speed-up can never come from computing something else.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .backbones.clip import ClipBackbone, ClipConfig, TextConfig, VisionConfig
+from .encoder import FovealEncoder
+from .masks import attention_bias, default_layers
+from .preprocess import Preprocessing
+from .regions import region_bias_rows
+
+VIT_B16 = VisionConfig(width=768, layers=12, heads=12, patch_size=16, image_size=224, mlp_dim=3072, output_dim=512)
+
+
+@dataclass
+class BenchRow:
+    regions: int
+    authors: float  # regions per second
+    batched: float
+    engine: float
+    diff_batched: float  # largest |batched - authors| / |authors| over all regions
+    diff_engine: float  # largest |engine - authors| / |authors| over all regions
+
+    @property
+    def vs_authors(self) -> float:
+        return self.engine / self.authors
+
+    @property
+    def vs_batched(self) -> float:
+        return self.engine / self.batched
+
+
+def random_backbone(vision: VisionConfig = VIT_B16, seed: int = 0) -> ClipBackbone:
+    text = TextConfig(width=64, layers=1, heads=1, context_length=8, vocab_size=64, mlp_dim=128, output_dim=vision.output_dim)
+    return ClipBackbone(ClipConfig(vision, text)).init_random(seed).eval()
+
+
+def random_boxes(count: int, size: int, rng: np.random.Generator) -> list[list[float]]:
+    """Boxes (xywh) of 10-60% of the side at random places inside a `size` x `size` image."""
+    wh = rng.uniform(0.1, 0.6, size=(count, 2)) * size
+    xy = rng.uniform(0, 1, size=(count, 2)) * (size - wh)
+    return np.concatenate([xy, wh], axis=1).tolist()
+
+
+def _timed(fn: Callable[[], torch.Tensor]) -> tuple[float, torch.Tensor]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+@torch.no_grad()
+def run(
+    region_counts: Sequence[int] = (1, 10, 30),
+    images: int = 2,
+    vision: VisionConfig = VIT_B16,
+    repeats: int = 2,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> list[BenchRow]:
+    """Time the three approaches on `images` random images for each region count; each time is the
+    best of `repeats` runs over all the images (these machines are shared and noisy)."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = random_backbone(vision, seed)
+    visual = model.visual
+    engine = FovealEncoder(visual)
+    layers = default_layers(vision.layers)
+    prep = Preprocessing(vision.image_size)
+    pixels = torch.randn(images, 3, vision.image_size, vision.image_size)
+
+    def authors(pix, rows):
+        return torch.cat([visual(pix[None], attention_bias(rows[i : i + 1]), layers) for i in range(len(rows))])
+
+    def batched(pix, rows):
+        return visual(pix.expand(len(rows), -1, -1, -1), attention_bias(rows), layers)
+
+    def ours(pix, rows):
+        return engine(pix[None], rows, torch.zeros(len(rows), dtype=torch.long), layers)
+
+    methods = {"authors": authors, "batched": batched, "engine": ours}
+    warm_rows = region_bias_rows(random_boxes(2, vision.image_size, rng), (vision.image_size,) * 2, prep, vision.patch_size, alpha=0.2, sigma=100.0)
+    for fn in methods.values():
+        fn(pixels[0], warm_rows)
+
+    results = []
+    for count in region_counts:
+        cases = []
+        for image in range(images):
+            boxes = random_boxes(count, vision.image_size, rng)
+            cases.append((pixels[image], region_bias_rows(boxes, (vision.image_size,) * 2, prep, vision.patch_size, alpha=0.2, sigma=100.0)))
+        best = dict.fromkeys(methods, float("inf"))
+        outputs: dict[str, list[torch.Tensor]] = {}
+        for _ in range(repeats):
+            for name, fn in methods.items():  # interleaved, so drift in machine load hits all alike
+                took, outputs[name] = _timed(lambda: [fn(pix, rows) for pix, rows in cases])
+                best[name] = min(best[name], took)
+        ref = torch.cat(outputs["authors"])
+        diff = {n: ((torch.cat(outputs[n]) - ref).norm(dim=1) / ref.norm(dim=1)).max().item() for n in ("batched", "engine")}
+        total = count * images
+        speed = {n: total / best[n] for n in methods}
+        row = BenchRow(count, speed["authors"], speed["batched"], speed["engine"], diff["batched"], diff["engine"])
+        results.append(row)
+        log(format_row(row))
+    return results
+
+
+def header(vision: VisionConfig, images: int, repeats: int) -> str:
+    return (
+        f"FALIP throughput, ViT {vision.layers}x{vision.width} patch {vision.patch_size} @ {vision.image_size}px "
+        f"(random weights), masked layers {default_layers(vision.layers)}, {images} images per row, best of {repeats}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads\n"
+        "(a) authors: one forward per region, batch 1, full mask | (b) all regions in one batch, full forward | "
+        "(c) this engine; diff: largest relative difference of the features from (a)\n"
+        f"{'regions':>8} {'(a) reg/s':>10} {'(b) reg/s':>10} {'(c) reg/s':>10} {'c/a':>7} {'c/b':>7} {'diff b-a':>9} {'diff c-a':>9}"
+    )
+
+
+def format_row(row: BenchRow) -> str:
+    return (
+        f"{row.regions:>8} {row.authors:>10.2f} {row.batched:>10.2f} {row.engine:>10.2f} "
+        f"{row.vs_authors:>7.2f} {row.vs_batched:>7.2f} {row.diff_batched:>9.1e} {row.diff_engine:>9.1e}"
+    )

@@ -31,6 +31,7 @@ class BenchRow:
     engine: float
     diff_batched: float  # largest |batched - authors| / |authors| over all regions
     diff_engine: float  # largest |engine - authors| / |authors| over all regions
+    work_ratio: float  # FLOPs of (a) / FLOPs of (c), counted by torch's FlopCounterMode
 
     @property
     def vs_authors(self) -> float:
@@ -51,6 +52,15 @@ def random_boxes(count: int, size: int, rng: np.random.Generator) -> list[list[f
     wh = rng.uniform(0.1, 0.6, size=(count, 2)) * size
     xy = rng.uniform(0, 1, size=(count, 2)) * (size - wh)
     return np.concatenate([xy, wh], axis=1).tolist()
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """Matrix-product FLOPs (matmul, conv, attention) that `fn` runs, counted by PyTorch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
 
 
 def _timed(fn: Callable[[], torch.Tensor]) -> tuple[float, torch.Tensor]:
@@ -109,7 +119,9 @@ def run(
         diff = {n: ((torch.cat(outputs[n]) - ref).norm(dim=1) / ref.norm(dim=1)).max().item() for n in ("batched", "engine")}
         total = count * images
         speed = {n: total / best[n] for n in methods}
-        row = BenchRow(count, speed["authors"], speed["batched"], speed["engine"], diff["batched"], diff["engine"])
+        pix, rows = cases[0]
+        work = count_flops(lambda: authors(pix, rows)) / count_flops(lambda: ours(pix, rows))
+        row = BenchRow(count, speed["authors"], speed["batched"], speed["engine"], diff["batched"], diff["engine"], work)
         results.append(row)
         log(format_row(row))
     return results
@@ -121,13 +133,14 @@ def header(vision: VisionConfig, images: int, repeats: int) -> str:
         f"(random weights), masked layers {default_layers(vision.layers)}, {images} images per row, best of {repeats}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads\n"
         "(a) authors: one forward per region, batch 1, full mask | (b) all regions in one batch, full forward | "
-        "(c) this engine; diff: largest relative difference of the features from (a)\n"
-        f"{'regions':>8} {'(a) reg/s':>10} {'(b) reg/s':>10} {'(c) reg/s':>10} {'c/a':>7} {'c/b':>7} {'diff b-a':>9} {'diff c-a':>9}"
+        "(c) this engine; diff: largest relative difference of the features from (a); "
+        "FLOPs a/c: matrix-product work of (a) over (c), the ceiling of c/a and c/b\n"
+        f"{'regions':>8} {'(a) reg/s':>10} {'(b) reg/s':>10} {'(c) reg/s':>10} {'c/a':>7} {'c/b':>7} {'diff b-a':>9} {'diff c-a':>9} {'FLOPs a/c':>10}"
     )
 
 
 def format_row(row: BenchRow) -> str:
     return (
         f"{row.regions:>8} {row.authors:>10.2f} {row.batched:>10.2f} {row.engine:>10.2f} "
-        f"{row.vs_authors:>7.2f} {row.vs_batched:>7.2f} {row.diff_batched:>9.1e} {row.diff_engine:>9.1e}"
+        f"{row.vs_authors:>7.2f} {row.vs_batched:>7.2f} {row.diff_batched:>9.1e} {row.diff_engine:>9.1e} {row.work_ratio:>10.2f}"
     )

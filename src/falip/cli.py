@@ -91,6 +91,20 @@ def bench(regions, images, repeats, threads, small) -> None:
     bench_mod.run(counts, images, vision, repeats, log=click.echo)
 
 
+@cli.command("check-reference")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--gaussian", type=click.Choice(["authors", "exact"]), default="authors", show_default=True)
+def check_reference(folder, gaussian) -> None:
+    """Compare with vectors made by the authors' FALIP code (exit 1 if out of tolerance)."""
+    from .reference import check_reference as run_check
+
+    report = run_check(folder, gaussian)
+    click.echo(report.table())
+    click.echo("PASS" if report.passed else "FAIL")
+    if not report.passed:
+        sys.exit(1)
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit status 2."""
     try:

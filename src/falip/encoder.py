@@ -65,8 +65,9 @@ class FovealEncoder:
         """Region features (R, output_dim).
 
         pixels: (B, 3, S, S) preprocessed images; rows: (R, T) bias rows; image_index: (R,) the
-        image of each region; layers: sorted 0-based masked layers; form: "cls", "all" or "diag".
+        image of each region; layers: 0-based masked layers; form: "cls", "all" or "diag".
         """
+        layers = sorted({int(layer) % len(self.blocks) for layer in layers})
         if form not in MASK_FORMS:
             raise ValueError(f"unknown mask form {form!r}; choose one of {', '.join(MASK_FORMS)}")
         if rows.dim() != 2 or rows.shape[1] != self.visual.cfg.num_tokens:
@@ -87,9 +88,9 @@ class FovealEncoder:
         for b in torch.unique(u_img).tolist():
             sel = (u_img == b).nonzero().squeeze(1)
             if form == "cls":
-                out[sel] = self._cls_form(x[b], u_rows[sel], list(layers), chunk)
+                out[sel] = self._cls_form(x[b], u_rows[sel], layers, chunk)
             else:
-                out[sel] = self._any_form(x[b], u_rows[sel], list(layers), form, chunk)
+                out[sel] = self._any_form(x[b], u_rows[sel], layers, form, chunk)
         return out[inverse]
 
     def _any_form(self, x: torch.Tensor, rows: torch.Tensor, layers: list[int], form: str, chunk: int) -> torch.Tensor:

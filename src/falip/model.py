@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+import numpy as np
 import torch
 
 from .backbones import ClipBackbone, ClipTokenizer, load_checkpoint
@@ -134,7 +136,7 @@ class FalipModel:
         the last third. `form` is "cls" (the paper's), "all" or "diag" (its ablation)."""
         if form not in MASK_FORMS:
             raise FalipError(f"unknown mask form {form!r}; choose one of {', '.join(MASK_FORMS)}")
-        if isinstance(regions, torch.Tensor) and regions.dim() == 1 or _is_single_box(regions):
+        if isinstance(regions, (torch.Tensor, np.ndarray)) and regions.ndim == 1 or _is_single_box(regions):
             regions = [regions]
         img = open_image(image)
         rows = self.region_rows(img.size, regions, alpha=alpha, sigma=sigma, box_format=box_format)
@@ -172,7 +174,7 @@ class FalipModel:
 
 def _is_single_box(regions) -> bool:
     try:
-        return len(regions) == 4 and all(isinstance(v, (int, float)) for v in regions)
+        return len(regions) == 4 and all(isinstance(v, numbers.Real) for v in regions)
     except TypeError:
         return False
 

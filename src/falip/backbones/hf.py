@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import FalipError
+from ..errors import FalipError, first_line
 from .base import LoadedCheckpoint, build_backbone
 from .clip import ClipConfig, TextConfig, VisionConfig
 from .tokenizer import ClipTokenizer
@@ -118,15 +118,13 @@ def load(spec: str) -> LoadedCheckpoint:
     try:
         hf_config = AutoConfig.from_pretrained(spec)
     except Exception as exc:  # OSError when offline or missing, ValueError for unknown model types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FalipError(f"cannot load {spec!r} as a Hugging Face CLIP checkpoint: {first}") from None
+        raise FalipError(f"cannot load {spec!r} as a Hugging Face CLIP checkpoint: {first_line(exc)}") from None
     if hf_config.model_type != "clip":
         raise FalipError(f"{spec!r} is a {hf_config.model_type!r} model, not a CLIP (`CLIPModel`) checkpoint")
     try:
         hf_model = CLIPModel.from_pretrained(spec, config=hf_config, dtype=torch.float32)
     except Exception as exc:  # corrupt or missing weight files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FalipError(f"cannot read the weights of {spec!r}: {first}") from None
+        raise FalipError(f"cannot read the weights of {spec!r}: {first_line(exc)}") from None
     cfg = config_from_hf(hf_config)
     model = build_backbone(cfg, state_from_hf(hf_model.state_dict()), spec)
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import FalipError
+from ..errors import FalipError, first_line
 from .base import LoadedCheckpoint, build_backbone
 from .clip import ClipConfig, TextConfig, VisionConfig
 from .tokenizer import OPENAI_BPE_NAME, tokenizer_from_bpe
@@ -43,7 +43,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged archive
-        raise FalipError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+        raise FalipError(f"cannot read checkpoint {path}: {first_line(exc)}") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

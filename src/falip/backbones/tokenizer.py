@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-from ..errors import FalipError
+from ..errors import FalipError, first_line
 
 OPENAI_BPE_NAME = "bpe_simple_vocab_16e6.txt.gz"
 OPENAI_MERGES = 49152 - 256 - 2
@@ -78,5 +78,5 @@ def tokenizer_from_pretrained(name_or_path: str | Path, context_length: int = 77
     try:
         hf = AutoTokenizer.from_pretrained(str(name_or_path))
     except Exception as exc:  # transformers raises OSError, ValueError or hub errors here
-        raise FalipError(f"cannot load a tokenizer from {name_or_path!r}: {str(exc).splitlines()[0]}") from None
+        raise FalipError(f"cannot load a tokenizer from {name_or_path!r}: {first_line(exc)}") from None
     return ClipTokenizer(hf, context_length)

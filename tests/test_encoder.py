@@ -90,3 +90,23 @@ def test_cuda_matches_cpu(tiny_backbone):
     cpu = FovealEncoder(tiny_backbone.visual)(pixels, rows, index, [3, 4, 5])
     gpu = FovealEncoder(tiny_backbone.cuda().visual)(pixels.cuda(), rows.cuda(), index.cuda(), [3, 4, 5])
     assert max_rel(gpu.cpu(), cpu) <= 1e-4
+
+
+@pytest.mark.parametrize("patch, size", [(32, 224), (14, 224), (14, 336)])  # B/32 7x7, L/14 16x16, L/14@336 24x24
+def test_any_patch_size_and_resolution(patch, size):
+    from falip.backbones import ClipBackbone, ClipConfig, TextConfig, VisionConfig
+    from falip.preprocess import Preprocessing
+    from falip.regions import region_bias_rows
+
+    vision = VisionConfig(width=64, layers=4, heads=2, patch_size=patch, image_size=size, mlp_dim=64, output_dim=8)
+    text = TextConfig(width=32, layers=1, heads=1, context_length=8, vocab_size=16, mlp_dim=32, output_dim=8)
+    visual = ClipBackbone(ClipConfig(vision, text)).init_random(seed=1, std=0.2).eval().visual
+    grid = size // patch
+    rows = region_bias_rows([[0, 0, 300, 200], [250, 260, 140, 120]], (400, 400), Preprocessing(size), patch, alpha=1.0, sigma=2.0)
+    assert rows.shape == (2, grid * grid + 1)
+    last_token = rows[1, 1:].reshape(grid, grid)
+    assert last_token[-1, -1] > 0 and last_token[0, 0] == 0  # the second box reaches the bottom-right corner
+    pixels = torch.randn(1, 3, size, size)
+    index = torch.zeros(2, dtype=torch.long)
+    fast = FovealEncoder(visual)(pixels, rows, index, [2, 3])
+    assert max_rel(fast, one_at_a_time(visual, pixels, rows, index, [2, 3], "cls")) <= 1e-5

@@ -102,7 +102,7 @@ def test_any_patch_size_and_resolution(patch, size):
     text = TextConfig(width=32, layers=1, heads=1, context_length=8, vocab_size=16, mlp_dim=32, output_dim=8)
     visual = ClipBackbone(ClipConfig(vision, text)).init_random(seed=1, std=0.2).eval().visual
     grid = size // patch
-    rows = region_bias_rows([[0, 0, 300, 200], [250, 260, 140, 120]], (400, 400), Preprocessing(size), patch, alpha=1.0, sigma=2.0)
+    rows = region_bias_rows([[0, 0, 300, 200], [250, 260, 150, 140]], (400, 400), Preprocessing(size), patch, alpha=1.0, sigma=2.0)
     assert rows.shape == (2, grid * grid + 1)
     last_token = rows[1, 1:].reshape(grid, grid)
     assert last_token[-1, -1] > 0 and last_token[0, 0] == 0  # the second box reaches the bottom-right corner

@@ -91,6 +91,80 @@ def bench(regions, images, repeats, threads, small) -> None:
     bench_mod.run(counts, images, vision, repeats, log=click.echo)
 
 
+@cli.command()
+@click.option("--model", "-m", "model_name", default="toy", show_default=True, help="Checkpoint; the embedded toy model by default.")
+@click.option("--image", type=click.Path(dir_okay=False), default=None, help="Your own image [default: a generated test scene].")
+@click.option("--box", "boxes", multiple=True, help="x,y,w,h of a candidate region (repeatable; with --image).")
+@click.option("--text", default=None, help="The expression to rank the boxes against.")
+@click.option("--labels", default=None, help="Comma-separated names to classify each box among.")
+@click.option("--seed", default=0, show_default=True, help="Which generated scene.")
+@click.option("--alpha", type=float, default=None, help="[default: tuned for the model if it ships metrics.json, else 0.2]")
+@click.option("--sigma", type=float, default=None, help="[default: tuned, else 100]")
+@click.option("--layers", default=None, help="0-based masked layers [default: tuned, else the last third].")
+@click.option("--out", type=click.Path(dir_okay=False), default="falip-demo.png", show_default=True)
+def demo(model_name, image, boxes, text, labels, seed, alpha, sigma, layers, out) -> None:
+    """FALIP on one image: rank boxes for an expression, name each box, and draw where [CLS] looks."""
+    from .demo import demo_setting, run_demo
+    from .model import load
+    from .preprocess import open_image
+
+    picture = open_image(image) if image else None  # a bad image fails before the model loads
+    if picture is None and boxes:
+        raise click.UsageError("--box needs --image (the generated scene brings its own boxes)")
+    model = load(model_name)
+    if model.name == "toy":
+        click.echo("model: the embedded toy CLIP (trained on generated shapes; a model organism, not OpenAI's CLIP)")
+    names = [n.strip() for n in labels.split(",") if n.strip()] if labels else None
+    setting = demo_setting(model)
+    if alpha is None and sigma is None and layers is None:
+        click.echo(f"FALIP setting: alpha {setting['alpha']}, sigma {setting['sigma']}, layers {setting['layers'] or 'last third'} ({setting['source']})")
+    result = run_demo(
+        model, out, picture, [_floats(b, "--box", 4) for b in boxes] or None, text, names, seed,
+        alpha, sigma, _layers(layers),
+    )
+    click.echo(f"expression: {result.text!r}" + (f" (refers to box {result.expected + 1})" if result.expected is not None else ""))
+    for rank, i in enumerate(sorted(range(len(result.scores)), key=lambda i: -result.scores[i]), 1):
+        name = f"  looks like: {result.labels[i]}" if result.labels[i] else ""
+        box = ",".join(f"{v:g}" for v in result.boxes[i])
+        click.echo(f"  {rank}. score {result.scores[i]:7.3f}  box {i + 1} ({box}){name}")
+    plain, focused = result.attention_inside
+    click.echo(f"[CLS] attention inside the best box, last layer: {100 * plain:.0f}% plain, {100 * focused:.0f}% with FALIP")
+    click.echo(f"wrote {result.picture}")
+
+
+@cli.command("train-toy")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Directory for the checkpoint.")
+@click.option("--steps", default=900, show_default=True)
+@click.option("--minutes", default=29.0, show_default=True, help="Wall-clock limit; stops at a whole step.")
+@click.option("--batch", default=96, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+def train_toy(out, steps, minutes, batch, seed) -> None:
+    """Train the embedded toy CLIP from scratch on generated scenes (CPU)."""
+    from .scenes.train import TrainConfig, train
+
+    summary = train(TrainConfig(steps=steps, minutes=minutes, batch=batch, seed=seed), out, log=click.echo)
+    click.echo(f"{summary['steps_done']} steps in {summary['seconds']} s, final loss {summary['final_loss']}; saved to {out}")
+
+
+@cli.command("eval-toy")
+@click.option("--model", "-m", "model_name", default="toy", show_default=True)
+@click.option("--write", is_flag=True, help="Write metrics.json and MODEL_CARD.md into the model's directory.")
+def eval_toy(model_name, write) -> None:
+    """Measure a scene-world CLIP on held-out scenes (naming, referring expressions, region classification)."""
+    from .model import load
+    from .scenes.report import markdown_table, measure, write_report
+
+    model = load(model_name)
+    if write:
+        from .backbones.toy import TOY_DIR
+
+        folder = TOY_DIR if model.name == "toy" else model_name
+        metrics = write_report(model, folder)
+    else:
+        metrics = measure(model)
+    click.echo(markdown_table(metrics))
+
+
 @cli.command("check-reference")
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.option("--gaussian", type=click.Choice(["authors", "exact"]), default="authors", show_default=True)

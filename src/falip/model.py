@@ -194,6 +194,7 @@ def load(
 
     `name_or_path`: a Hugging Face hub id (`openai/clip-vit-base-patch16`), a `save_pretrained`
     directory, or an OpenAI-format `.pt` (TorchScript or state dict) / `.safetensors` file.
+    None or "toy": the embedded model, a small CLIP trained on generated scenes (not OpenAI's).
     `preprocess`: "squash" (the authors'), "crop" (CLIP's resize + centre crop) or "pad".
     `tokenizer`: overrides the checkpoint's tokenizer (hub id, directory or OpenAI BPE file).
     `box_rule`: "authors" (their ceil rule, default) or "overlap" (every token the box overlaps).
@@ -203,9 +204,7 @@ def load(
         raise FalipError(f"unknown box rule {box_rule!r}; choose one of {', '.join(BOX_RULES)}")
     if gaussian not in GAUSSIAN_NUMERICS:
         raise FalipError(f"unknown gaussian numerics {gaussian!r}; choose one of {', '.join(GAUSSIAN_NUMERICS)}")
-    if name_or_path is None:
-        raise FalipError("no model given: pass a checkpoint (hub id, directory or OpenAI file)")
-    loaded = load_checkpoint(str(name_or_path), tokenizer)
+    loaded = load_checkpoint("toy" if name_or_path is None else str(name_or_path), tokenizer)
     size = loaded.model.cfg.vision.image_size
     preprocessing = Preprocessing(size, preprocess, loaded.mean or OPENAI_MEAN, loaded.std or OPENAI_STD)
     model = FalipModel(loaded.model, preprocessing, loaded.tokenizer, loaded.name, box_rule, gaussian, chunk_size)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import FalipError
-from . import hf, openai
+from . import hf, openai, toy
 from .base import CheckpointFormat, LoadedCheckpoint, build_backbone
 from .clip import ClipBackbone, ClipConfig, TextConfig, VisionConfig
 from .tokenizer import ClipTokenizer, tokenizer_from_bpe, tokenizer_from_pretrained
 
 FORMATS: list[CheckpointFormat] = [
+    CheckpointFormat("toy", toy.can_load, toy.load),
     CheckpointFormat("openai", openai.can_load, openai.load),
     CheckpointFormat("huggingface", hf.can_load, hf.load),  # last: it also takes hub ids
 ]

@@ -187,6 +187,30 @@ class VisionTransformer(nn.Module):
         return self.head(x[:, 0])
 
 
+    @torch.no_grad()
+    def cls_attention(
+        self,
+        pixels: torch.Tensor,
+        bias: Optional[torch.Tensor] = None,
+        bias_layers: Sequence[int] = (),
+        layer: int = -1,
+    ) -> torch.Tensor:
+        """Attention probabilities (B, heads, T) of the [CLS] query in `layer`, under the same
+        optional bias as `forward`: what the demo's heat maps show."""
+        layer = layer % len(self.blocks)
+        x = self.embed(pixels)
+        for index, block in enumerate(self.blocks):
+            layer_bias = bias if index in bias_layers else None
+            if index == layer:
+                q, k, _ = block.attn.qkv(block.ln_1(x))
+                logits = (q[:, :, :1] @ k.transpose(-1, -2)) * block.attn.head_dim**-0.5
+                if layer_bias is not None:
+                    logits = logits + layer_bias[:, :, :1].to(logits.dtype)
+                return torch.softmax(logits, dim=-1)[:, :, 0]
+            x = block(x, layer_bias)
+        raise AssertionError("unreachable")
+
+
 class TextTransformer(nn.Module):
     def __init__(self, cfg: TextConfig):
         super().__init__()

@@ -1,0 +1,29 @@
+"""The embedded default model: a small CLIP trained from scratch on this project's generated scenes.
+
+It ships inside the package (`falip/toy_clip/`, a `save_pretrained` directory with its model card)
+so that the demo, tests and benchmarks run offline. A model organism, not OpenAI's CLIP: it has
+seen coloured shapes on cluttered backgrounds and nothing else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import FalipError
+from . import hf
+from .base import LoadedCheckpoint
+
+NAMES = ("toy", "falip-toy")
+TOY_DIR = Path(__file__).resolve().parents[1] / "toy_clip"
+
+
+def can_load(spec: str) -> bool:
+    return spec in NAMES
+
+
+def load(spec: str) -> LoadedCheckpoint:
+    if not (TOY_DIR / "config.json").is_file():
+        raise FalipError(f"the embedded toy model is missing from this installation (expected {TOY_DIR})")
+    loaded = hf.load(str(TOY_DIR))
+    loaded.name = "toy"
+    return loaded

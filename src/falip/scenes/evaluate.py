@@ -1,0 +1,145 @@
+"""Measure a CLIP on held-out generated scenes: naming, referring expressions, region classification.
+
+Plain CLIP has no region prompt, so for referring expressions it gives every box the same score
+(expected accuracy: the mean of 1 / boxes, reported exactly), and for region classification it can
+only name the whole image (the same label for every box).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .world import Scene, class_names, make_scene
+
+TEMPLATE = "a photo of {}"
+
+
+@dataclass
+class Accuracy:
+    correct: float
+    total: int
+
+    @property
+    def value(self) -> float:
+        return self.correct / self.total if self.total else float("nan")
+
+    def interval(self, z: float = 1.96) -> tuple[float, float]:
+        """Wilson 95% confidence interval."""
+        n, p = self.total, self.value
+        if not n:
+            return float("nan"), float("nan")
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        return max(0.0, centre - half), min(1.0, centre + half)
+
+    def __str__(self) -> str:
+        lo, hi = self.interval()
+        return f"{100 * self.value:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] (n={self.total})"
+
+    def to_dict(self) -> dict:
+        lo, hi = self.interval()
+        return {"accuracy": round(self.value, 4), "ci95": [round(lo, 4), round(hi, 4)], "n": self.total}
+
+
+@dataclass(frozen=True)
+class Setting:
+    alpha: float = 0.2
+    sigma: float = 100.0
+    layers: tuple[int, ...] | None = None
+
+    def kwargs(self) -> dict:
+        return {"alpha": self.alpha, "sigma": self.sigma, "layers": list(self.layers) if self.layers else None}
+
+
+@dataclass
+class Split:
+    """Held-out scenes of one split: single objects for naming, several for regions."""
+
+    singles: list[Scene] = field(default_factory=list)
+    multis: list[Scene] = field(default_factory=list)
+
+    @classmethod
+    def make(cls, split: str, singles: int, multis: int, size: int = 128, offset: int = 0) -> "Split":
+        return cls(
+            [make_scene(split, offset + i, size, objects=1) for i in range(singles)],
+            [make_scene(split, offset + 1_000_000 + i, size, objects=(2, 4)) for i in range(multis)],
+        )
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return F.normalize(x.float(), dim=-1)
+
+
+class Evaluator:
+    """Caches text features; every method returns `Accuracy`."""
+
+    def __init__(self, model, template: str = TEMPLATE):
+        self.model, self.template = model, template
+        self.labels = class_names()
+        self.label_feats = _unit(model.encode_text([template.format("a " + c) for c in self.labels]))
+
+    def naming(self, scenes: Sequence[Scene]) -> Accuracy:
+        images = _unit(self.model.encode_image([s.image for s in scenes]))
+        pred = (images @ self.label_feats.T).argmax(1).tolist()
+        return Accuracy(sum(self.labels[p] == s.objects[0].label for p, s in zip(pred, scenes)), len(scenes))
+
+    def _region_feats(self, scene: Scene, setting: Setting) -> torch.Tensor:
+        return _unit(self.model.encode_regions(scene.image, [o.box for o in scene.objects], **setting.kwargs()))
+
+    def regions(self, scenes: Sequence[Scene], setting: Setting, kinds: Sequence[str] = ("attribute", "relational")) -> dict[str, Accuracy]:
+        """Referring expressions (overall and per kind) and region classification, from one set of
+        region features per scene: every object's box is a candidate and a region to name."""
+        hits = {"rec": [0, 0], "region_cls": [0, 0], **{f"rec_{k}": [0, 0] for k in kinds}}
+        for scene in scenes:
+            regions = self._region_feats(scene, setting)
+            pred = (regions @ self.label_feats.T).argmax(1).tolist()
+            hits["region_cls"][0] += sum(self.labels[p] == o.label for p, o in zip(pred, scene.objects))
+            hits["region_cls"][1] += len(scene.objects)
+            exprs = [e for e in scene.expressions() if e[2] in kinds]
+            if not exprs:
+                continue
+            texts = _unit(self.model.encode_text([self.template.format(e[1]) for e in exprs]))
+            for (target, _, kind), choice in zip(exprs, (regions @ texts.T).argmax(0).tolist()):
+                for key in ("rec", f"rec_{kind}"):
+                    hits[key][0] += int(choice == target)
+                    hits[key][1] += 1
+        return {k: Accuracy(c, n) for k, (c, n) in hits.items()}
+
+    def whole_image_classification(self, scenes: Sequence[Scene]) -> Accuracy:
+        """Plain CLIP: one label per image, counted against every object in it."""
+        images = _unit(self.model.encode_image([s.image for s in scenes]))
+        pred = (images @ self.label_feats.T).argmax(1).tolist()
+        return Accuracy(sum(sum(self.labels[p] == o.label for o in s.objects) for p, s in zip(pred, scenes)), sum(len(s.objects) for s in scenes))
+
+
+def rec_chance(scenes: Sequence[Scene], kinds: Sequence[str] = ("attribute", "relational")) -> Accuracy:
+    """Expected accuracy when every box scores the same (ties broken at random)."""
+    probs = [1 / len(s.objects) for s in scenes for e in s.expressions() if e[2] in kinds]
+    return Accuracy(sum(probs), len(probs))
+
+
+def tune_regions(evaluator: "Evaluator", scenes: Sequence[Scene], grid: Sequence[Setting], progress=None) -> dict[str, tuple[Setting, Accuracy]]:
+    """Best setting per task ("rec", "region_cls") on `scenes` (the first on ties)."""
+    best: dict[str, tuple[Setting, Accuracy]] = {}
+    for setting in grid:
+        for task, acc in evaluator.regions(scenes, setting).items():
+            if task in ("rec", "region_cls") and (task not in best or acc.value > best[task][1].value):
+                best[task] = (setting, acc)
+        if progress:
+            progress()
+    return best
+
+
+def tuning_grid(depth: int) -> list[Setting]:
+    alphas = (0.2, 0.5, 1.0, 2.0, 4.0)
+    sigmas = (1.0, 100.0)
+    layer_sets = [tuple(range(depth - k, depth)) for k in (2, 4, 6, 8) if k <= depth]
+    return [Setting(a, s, l) for a, s, l in itertools.product(alphas, sigmas, layer_sets)]
+
+

@@ -1,0 +1,170 @@
+"""Train the embedded toy CLIP from scratch on generated scenes: seeded, CPU, minutes.
+
+The result is a `transformers` `CLIPModel` directory (weights, config, tokenizer, preprocessing)
+that `falip.load` reads like any Hugging Face checkpoint. It is a model organism for this project's
+demo, tests and benchmarks, trained on coloured shapes only: not OpenAI's CLIP, and it knows
+nothing about the real world.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from ..preprocess import OPENAI_MEAN, OPENAI_STD
+from .world import COLOURS, SHAPES, SIZES, TEXTURES, make_scene
+
+SPECIALS = ("<|startoftext|>", "<|endoftext|>")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 900
+    batch: int = 96
+    lr: float = 1e-3
+    warmup: int = 40
+    weight_decay: float = 0.05
+    image_size: int = 128
+    patch: int = 16
+    width: int = 128
+    layers: int = 12
+    heads: int = 4
+    text_width: int = 128
+    text_layers: int = 3
+    text_heads: int = 4
+    context: int = 48
+    object_counts: tuple[float, ...] = (0.35, 0.25, 0.2, 0.2)  # probability of 1, 2, 3, 4 objects
+    seed: int = 0
+    minutes: float = 30.0  # stop early, at a whole step, once this much wall-clock time has passed
+    threads: int = 2
+
+
+def vocabulary_corpus() -> list[str]:
+    """Every word the scene world's captions and expressions use, for the tokenizer."""
+    words = [*SHAPES, *COLOURS, *SIZES, *TEXTURES, "a", "the", "photo", "of", "and", "on", "at",
+             "left", "right", "top", "bottom", "is", "in", "color", "colour", "there"]
+    return [" ".join(words)] * 4 + words
+
+
+def build_tokenizer(context: int):
+    """A byte-level BPE CLIP tokenizer trained on the world's vocabulary (whole words end up as tokens)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import CLIPTokenizer
+
+    base = CLIPTokenizer(vocab={SPECIALS[0]: 0, SPECIALS[1]: 1}, merges=[])
+    tok = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
+    tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = base.backend_tokenizer.pre_tokenizer
+    trainer = trainers.BpeTrainer(
+        vocab_size=1000, min_frequency=1, special_tokens=list(SPECIALS), end_of_word_suffix="</w>",
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator(vocabulary_corpus(), trainer)
+    data = json.loads(tok.to_str())["model"]
+    merges = [tuple(m.split()) if isinstance(m, str) else tuple(m) for m in data["merges"]]
+    hf = CLIPTokenizer(vocab=data["vocab"], merges=merges, model_max_length=context)
+    return hf
+
+
+def build_model(cfg: TrainConfig, tokenizer):
+    from transformers import CLIPConfig, CLIPModel
+
+    eos, bos = tokenizer.convert_tokens_to_ids(SPECIALS[1]), tokenizer.convert_tokens_to_ids(SPECIALS[0])
+    config = CLIPConfig(
+        text_config=dict(
+            hidden_size=cfg.text_width, intermediate_size=4 * cfg.text_width, num_hidden_layers=cfg.text_layers,
+            num_attention_heads=cfg.text_heads, vocab_size=len(tokenizer), max_position_embeddings=cfg.context,
+            bos_token_id=bos, eos_token_id=eos, pad_token_id=eos,
+        ),
+        vision_config=dict(
+            hidden_size=cfg.width, intermediate_size=4 * cfg.width, num_hidden_layers=cfg.layers,
+            num_attention_heads=cfg.heads, image_size=cfg.image_size, patch_size=cfg.patch,
+        ),
+        projection_dim=cfg.width,
+    )
+    torch.manual_seed(cfg.seed)
+    return CLIPModel(config)
+
+
+def normalise(images: np.ndarray) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> the model's input, as `Preprocessing.pixels` makes it for a same-size image."""
+    x = torch.from_numpy(images).float().div_(255.0)
+    x = (x - torch.tensor(OPENAI_MEAN)) / torch.tensor(OPENAI_STD)
+    return x.permute(0, 3, 1, 2).contiguous()
+
+
+class SceneBatches(torch.utils.data.IterableDataset):
+    """Batch `step` holds train scenes `step * batch ...`, one caption each: fully seeded."""
+
+    def __init__(self, cfg: TrainConfig, tokenizer, start: int = 0):
+        self.cfg, self.tokenizer, self.start = cfg, tokenizer, start
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed, step])
+        counts = rng.choice(len(cfg.object_counts), size=cfg.batch, p=cfg.object_counts) + 1
+        scenes = [make_scene("train", step * cfg.batch + i, cfg.image_size, int(n)) for i, n in enumerate(counts)]
+        captions = [s.caption(rng) for s in scenes]
+        ids = self.tokenizer(captions, padding="max_length", truncation=True, max_length=cfg.context, return_tensors="pt")["input_ids"]
+        return normalise(np.stack([s.image for s in scenes])), ids
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for step in range(self.start, self.cfg.steps):
+            yield self.batch(step)
+
+
+def train(cfg: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = print) -> dict:
+    """Train and save to `out_dir` (a `save_pretrained` directory); returns what was done."""
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    torch.set_num_threads(cfg.threads)
+    tokenizer = build_tokenizer(cfg.context)
+    model = build_model(cfg, tokenizer).train()
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embedding" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}], lr=cfg.lr)
+
+    def lr_at(step: int) -> float:
+        if step < cfg.warmup:
+            return cfg.lr * (step + 1) / cfg.warmup
+        return 0.5 * cfg.lr * (1 + math.cos(math.pi * (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)))
+
+    loader = torch.utils.data.DataLoader(SceneBatches(cfg, tokenizer), batch_size=None, num_workers=1, prefetch_factor=2)
+    start, losses, step = time.time(), [], 0
+    bar = tqdm(loader, total=cfg.steps, desc="training", disable=None)
+    for step, (pixels, ids) in enumerate(bar):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
+        loss = model(input_ids=ids, pixel_values=pixels, return_loss=True).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        if step % 50 == 0:
+            log(f"step {step} loss {np.mean(losses[-20:]):.3f} lr {lr_at(step):.2e} {time.time() - start:.0f}s")
+        if time.time() - start > cfg.minutes * 60:
+            log(f"time limit reached after step {step}")
+            break
+    bar.close()
+    model.eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / "preprocessor_config.json").write_text(json.dumps(
+        {"image_mean": list(OPENAI_MEAN), "image_std": list(OPENAI_STD), "size": cfg.image_size}, indent=1))
+    summary = {"config": asdict(cfg), "steps_done": step + 1, "seconds": round(time.time() - start, 1),
+               "final_loss": round(float(np.mean(losses[-20:])), 4), "torch": torch.__version__}
+    (out_dir / "training.json").write_text(json.dumps(summary, indent=1))
+    return summary

@@ -1,0 +1,34 @@
+"""Evaluation on scenes: confidence intervals, chance, and the task counts."""
+
+import pytest
+
+import falip
+from falip.scenes.evaluate import Accuracy, Evaluator, Setting, Split, rec_chance
+
+
+def test_wilson_interval():
+    lo, hi = Accuracy(8, 10).interval()
+    assert (lo, hi) == (pytest.approx(0.4902, abs=1e-4), pytest.approx(0.9433, abs=1e-4))
+    lo, hi = Accuracy(0, 50).interval()
+    assert lo == 0.0 and hi == pytest.approx(0.0713, abs=1e-4)
+    assert "80.0% [49.0, 94.3] (n=10)" == str(Accuracy(8, 10))
+
+
+def test_chance_is_the_mean_of_one_over_boxes():
+    split = Split.make("val", 0, 12, size=32)
+    expected = [1 / len(s.objects) for s in split.multis for _ in s.expressions()]
+    acc = rec_chance(split.multis)
+    assert acc.total == len(expected) and acc.value == pytest.approx(sum(expected) / len(expected))
+
+
+def test_without_a_region_prompt_every_box_ties_and_the_first_wins(hf_dir):
+    model = falip.load(hf_dir)
+    split = Split.make("val", 6, 10, size=32)
+    ev = Evaluator(model)
+    res = ev.regions(split.multis, Setting(alpha=0.0))
+    exprs = [(s, e) for s in split.multis for e in s.expressions()]
+    assert res["rec"].total == len(exprs)
+    assert res["rec"].correct == sum(e[0] == 0 for _, e in exprs)  # identical scores: argmax is box 0
+    assert res["rec_attribute"].total + res["rec_relational"].total == len(exprs)
+    assert res["region_cls"].total == sum(len(s.objects) for s in split.multis)
+    assert ev.naming(split.singles).total == 6

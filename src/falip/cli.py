@@ -1,4 +1,4 @@
-"""The `falip` command line: score regions of an image, and the throughput benchmark."""
+"""The `falip` command line: score regions, the demo, the benchmark, the toy model and the reference check."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("image", type=click.Path(dir_okay=False))
-@click.option("--model", "-m", "model_name", required=True, help="Hub id, save_pretrained directory or OpenAI .pt/.safetensors.")
+@click.option("--model", "-m", "model_name", default="toy", show_default=True, help="Hub id, save_pretrained directory, OpenAI .pt/.safetensors, or the embedded toy.")
 @click.option("--box", "boxes", multiple=True, help="A region as x,y,w,h in pixels (xyxy with --box-format xyxy). Repeatable.")
 @click.option("--mask", "masks", multiple=True, type=click.Path(dir_okay=False), help="A region as a binary mask image of the same size. Repeatable.")
 @click.option("--text", "texts", multiple=True, required=True, help="A caption to rank the regions against. Repeatable.")
@@ -134,7 +134,7 @@ def demo(model_name, image, boxes, text, labels, seed, alpha, sigma, layers, out
 
 @cli.command("train-toy")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Directory for the checkpoint.")
-@click.option("--steps", default=900, show_default=True)
+@click.option("--steps", default=660, show_default=True)
 @click.option("--minutes", default=29.0, show_default=True, help="Wall-clock limit; stops at a whole step.")
 @click.option("--batch", default=96, show_default=True)
 @click.option("--seed", default=0, show_default=True)

@@ -43,6 +43,8 @@ class Accuracy:
         return f"{100 * self.value:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] (n={self.total})"
 
     def to_dict(self) -> dict:
+        if not self.total:
+            return {"accuracy": None, "ci95": [None, None], "n": 0}
         lo, hi = self.interval()
         return {"accuracy": round(self.value, 4), "ci95": [round(lo, 4), round(hi, 4)], "n": self.total}
 
@@ -111,11 +113,49 @@ class Evaluator:
                     hits[key][1] += 1
         return {k: Accuracy(c, n) for k, (c, n) in hits.items()}
 
+    def attributes(self, scenes: Sequence[Scene]) -> dict[str, Accuracy]:
+        """Single-object images: each attribute named among its own values ("a photo of a red shape"),
+        to see which ones the model has learnt."""
+        from .world import COLOURS, SHAPES, SIZES, TEXTURES
+
+        images = _unit(self.model.encode_image([s.image for s in scenes]))
+        out = {}
+        for attribute, values, phrase in (("colour", list(COLOURS), "a {} shape"), ("shape", list(SHAPES), "a {}"),
+                                          ("size", list(SIZES), "a {} shape"), ("texture", list(TEXTURES), "a {} shape")):
+            texts = _unit(self.model.encode_text([self.template.format(phrase.format(v)) for v in values]))
+            pred = (images @ texts.T).argmax(1).tolist()
+            out[attribute] = Accuracy(sum(values[p] == getattr(s.objects[0], attribute) for p, s in zip(pred, scenes)), len(scenes))
+        return out
+
     def whole_image_classification(self, scenes: Sequence[Scene]) -> Accuracy:
         """Plain CLIP: one label per image, counted against every object in it."""
         images = _unit(self.model.encode_image([s.image for s in scenes]))
         pred = (images @ self.label_feats.T).argmax(1).tolist()
         return Accuracy(sum(sum(self.labels[p] == o.label for o in s.objects) for p, s in zip(pred, scenes)), sum(len(s.objects) for s in scenes))
+
+
+@torch.no_grad()
+def attention_in_boxes(model, scenes: Sequence[Scene], setting: Setting | None) -> float:
+    """Mean share of the last layer's [CLS] attention (head-averaged) that falls on each object's box
+    tokens, without a region prompt (`setting` None) or with FALIP on that box."""
+    from ..masks import attention_bias, resolve_layers
+
+    shares = []
+    visual = model.backbone.visual
+    for scene in scenes:
+        boxes = [o.box for o in scene.objects]
+        rows = model.region_rows(scene.image.shape[1::-1], boxes)  # where each box is, on the token grid
+        pixels = model.pixels(scene.image).to(model.device, model.dtype).expand(len(boxes), -1, -1, -1)
+        if setting is None:
+            probs = visual.cls_attention(pixels)
+        else:
+            prompt = model.region_rows(scene.image.shape[1::-1], boxes, alpha=setting.alpha, sigma=setting.sigma)
+            layers = resolve_layers(list(setting.layers) if setting.layers else None, model.depth)
+            probs = visual.cls_attention(pixels, attention_bias(prompt.to(model.dtype)), layers)
+        probs = probs.float().mean(1)[:, 1:]
+        inside = rows[:, 1:] > 0
+        shares += ((probs * inside).sum(1) / probs.sum(1)).tolist()
+    return sum(shares) / len(shares)
 
 
 def rec_chance(scenes: Sequence[Scene], kinds: Sequence[str] = ("attribute", "relational")) -> Accuracy:

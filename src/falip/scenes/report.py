@@ -10,10 +10,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .evaluate import Accuracy, Evaluator, Setting, Split, rec_chance, tune_regions, tuning_grid
+from .evaluate import Accuracy, Evaluator, Setting, Split, attention_in_boxes, rec_chance, tune_regions, tuning_grid
 
 # Small fixed subsets that a test re-measures on the shipped model and compares with the card.
 CHECK_SINGLES, CHECK_MULTIS = 200, 60
+ATTENTION_SCENES = 100
 
 
 def check_numbers(model) -> dict[str, float]:
@@ -56,7 +57,14 @@ def measure(model, test_singles: int = 500, test_multis: int = 500, val_multis: 
     return {
         "rows": {task: {m: a.to_dict() for m, a in methods.items()} for task, methods in rows.items()},
         "tuned": {task: {**asdict(s), "val": a.to_dict()} for task, (s, a) in best.items()},
+        "attention_in_box": {
+            "scenes": len(test.multis[:ATTENTION_SCENES]),
+            "plain CLIP": round(attention_in_boxes(model, test.multis[:ATTENTION_SCENES], None), 4),
+            "FALIP defaults": round(attention_in_boxes(model, test.multis[:ATTENTION_SCENES], Setting()), 4),
+            "FALIP tuned for rec": round(attention_in_boxes(model, test.multis[:ATTENTION_SCENES], best["rec"][0]), 4),
+        },
         "scenes": {"test_singles": test_singles, "test_multis": test_multis, "val_multis": val_multis},
+        "attributes": {k: a.to_dict() for k, a in ev.attributes(test.singles).items()},
         "check": check_numbers(model),
     }
 
@@ -65,8 +73,19 @@ def markdown_table(metrics: dict) -> str:
     lines = ["| task | method | accuracy | 95% CI | n |", "| --- | --- | ---: | --- | ---: |"]
     for task, methods in metrics["rows"].items():
         for method, m in methods.items():
+            if not m["n"]:
+                lines.append(f"| {task} | {method} | - | - | 0 |")
+                continue
             lo, hi = m["ci95"]
             lines.append(f"| {task} | {method} | {100 * m['accuracy']:.1f}% | {100 * lo:.1f}-{100 * hi:.1f} | {m['n']} |")
+    if "attributes" in metrics:
+        lines.append("")
+        lines.append("Each attribute named among its own values on the single-object test scenes (chance: colour 1/6, shape 1/5, "
+                     "size and texture 1/2): " + ", ".join(f"{k} {100 * v['accuracy']:.1f}%" for k, v in metrics["attributes"].items()) + ".")
+    share = metrics["attention_in_box"]
+    lines.append("")
+    lines.append(f"Share of the last layer's [CLS] attention on the object's box tokens (mean over the objects of {share['scenes']} test scenes): "
+                 + ", ".join(f"{k} {100 * v:.1f}%" for k, v in share.items() if k != "scenes") + ".")
     tuned = metrics["tuned"]
     for task, t in tuned.items():
         layers = t["layers"]
@@ -85,6 +104,10 @@ A small CLIP trained from scratch by this repository (`falip train-toy`, code in
 `src/falip/scenes/train.py`) on generated scenes of coloured shapes (`src/falip/scenes/world.py`):
 {", ".join(["circle", "square", "triangle", "diamond", "cross"])} in 6 colours, 2 sizes, plain or striped, 1-4 per
 image on cluttered backgrounds, each image paired with one generated caption naming its objects.
+Every scene comes with a contrast twin in the same batch: the same background and objects but one
+object's shape ({c.get("shape_rate", 0.65):.0%} of twins) or texture changed, captioned alike but for that
+word, so that colour alone cannot tell the captions apart (a first run without twins learnt colour
+and size but stayed at chance on shape and texture).
 It knows nothing else. It exists so that `falip demo`, the tests and the benchmarks run offline; use
 a real checkpoint (`falip.load("openai/clip-vit-base-patch16")`) for real images.
 

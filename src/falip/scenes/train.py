@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -19,14 +19,14 @@ import numpy as np
 import torch
 
 from ..preprocess import OPENAI_MEAN, OPENAI_STD
-from .world import COLOURS, SHAPES, SIZES, TEXTURES, make_scene
+from .world import COLOURS, SHAPES, SIZES, TEXTURES, Scene, make_scene, render
 
 SPECIALS = ("<|startoftext|>", "<|endoftext|>")
 
 
 @dataclass
 class TrainConfig:
-    steps: int = 900
+    steps: int = 660
     batch: int = 96
     lr: float = 1e-3
     warmup: int = 40
@@ -41,6 +41,7 @@ class TrainConfig:
     text_heads: int = 4
     context: int = 48
     object_counts: tuple[float, ...] = (0.35, 0.25, 0.2, 0.2)  # probability of 1, 2, 3, 4 objects
+    shape_rate: float = 0.65  # contrast twins differ in shape this often, else in texture
     seed: int = 0
     minutes: float = 30.0  # stop early, at a whole step, once this much wall-clock time has passed
     threads: int = 2
@@ -100,8 +101,27 @@ def normalise(images: np.ndarray) -> torch.Tensor:
     return x.permute(0, 3, 1, 2).contiguous()
 
 
+def contrast_pair(scene: Scene, rng: np.random.Generator, shape_rate: float) -> tuple[Scene, Scene, tuple[int, str]]:
+    """The scene and a twin that differs in one object's shape or texture, both drawn on the same
+    background: a hard negative that colour alone cannot tell apart."""
+    target = int(rng.integers(len(scene.objects)))
+    obj = scene.objects[target]
+    if rng.random() < shape_rate:
+        attribute, value = "shape", SHAPES[(SHAPES.index(obj.shape) + 1 + int(rng.integers(len(SHAPES) - 1))) % len(SHAPES)]
+    else:
+        attribute, value = "texture", TEXTURES[1 - TEXTURES.index(obj.texture)]
+    objects = list(scene.objects)
+    objects[target] = replace(obj, **{attribute: value})
+    background = int(rng.integers(2**63))
+    size = scene.size
+    first = Scene(render(scene.objects, size, np.random.default_rng(background)), scene.objects, scene.split, scene.index)
+    second = Scene(render(objects, size, np.random.default_rng(background)), objects, scene.split, scene.index)
+    return first, second, (target, attribute)
+
+
 class SceneBatches(torch.utils.data.IterableDataset):
-    """Batch `step` holds train scenes `step * batch ...`, one caption each: fully seeded."""
+    """Batch `step` holds train scenes `step * batch // 2 ...`, each with its contrast twin
+    (`contrast_pair`) and one caption each, worded alike but for the changed word: fully seeded."""
 
     def __init__(self, cfg: TrainConfig, tokenizer, start: int = 0):
         self.cfg, self.tokenizer, self.start = cfg, tokenizer, start
@@ -109,11 +129,18 @@ class SceneBatches(torch.utils.data.IterableDataset):
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, step])
-        counts = rng.choice(len(cfg.object_counts), size=cfg.batch, p=cfg.object_counts) + 1
-        scenes = [make_scene("train", step * cfg.batch + i, cfg.image_size, int(n)) for i, n in enumerate(counts)]
-        captions = [s.caption(rng) for s in scenes]
+        pairs = cfg.batch // 2
+        counts = rng.choice(len(cfg.object_counts), size=pairs, p=cfg.object_counts) + 1
+        images, captions = [], []
+        for i, n in enumerate(counts):
+            scene = make_scene("train", step * pairs + i, cfg.image_size, int(n))
+            first, second, must = contrast_pair(scene, rng, cfg.shape_rate)
+            words = int(rng.integers(2**63))
+            for member in (first, second):
+                images.append(member.image)
+                captions.append(member.caption(np.random.default_rng(words), must=must))
         ids = self.tokenizer(captions, padding="max_length", truncation=True, max_length=cfg.context, return_tensors="pt")["input_ids"]
-        return normalise(np.stack([s.image for s in scenes])), ids
+        return normalise(np.stack(images)), ids
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for step in range(self.start, self.cfg.steps):

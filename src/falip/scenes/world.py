@@ -74,14 +74,16 @@ class Scene:
         options = [w for w, ok in (("left", cx < 0.35 * s), ("right", cx > 0.65 * s), ("top", cy < 0.35 * s), ("bottom", cy > 0.65 * s)) if ok]
         return options[0] if options else None
 
-    def caption(self, rng: np.random.Generator, keep: float = 0.7) -> str:
+    def caption(self, rng: np.random.Generator, keep: float = 0.7, must: tuple[int, str] | None = None) -> str:
         """A training caption naming every object, each with the shape and a random subset of the
         other attributes, sometimes with where it is and with "the" for "a":
-        "a photo of a red circle and the left big square"."""
+        "a photo of a red circle and the left big square". `must = (object, attribute)` always
+        names that attribute of that object; the random draws are the same either way."""
         parts = []
         for i in rng.permutation(len(self.objects)):
             obj = self.objects[i]
-            attrs = ["shape"] + [a for a in ("size", "colour", "texture") if rng.random() < keep]
+            forced = must[1] if must is not None and must[0] == i else None
+            attrs = ["shape"] + [a for a in ("size", "colour", "texture") if rng.random() < keep or a == forced]
             article = "the" if rng.random() < 0.3 else "a"
             text = f"{article} {obj.describe(attrs)}"
             where = self.position_word(obj)

@@ -154,14 +154,10 @@ def eval_toy(model_name, write) -> None:
     from .model import load
     from .scenes.report import markdown_table, measure, write_report
 
-    model = load(model_name)
-    if write:
-        from .backbones.toy import TOY_DIR
+    from .backbones.toy import checkpoint_dir
 
-        folder = TOY_DIR if model.name == "toy" else model_name
-        metrics = write_report(model, folder)
-    else:
-        metrics = measure(model)
+    model = load(model_name)
+    metrics = write_report(model, checkpoint_dir(model.name)) if write else measure(model)
     click.echo(markdown_table(metrics))
 
 

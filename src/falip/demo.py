@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from .backbones.toy import checkpoint_dir
 from .errors import FalipError
 from .masks import attention_bias, resolve_layers
 from .model import FalipModel
@@ -38,12 +39,8 @@ class DemoResult:
 def demo_setting(model: FalipModel) -> dict:
     """The settings tuned on validation scenes for referring expressions, when the checkpoint
     ships them (`metrics.json`, as the toy model does); else the paper's defaults."""
-    path = Path(model.name) / "metrics.json" if model.name != "toy" else None
-    if model.name == "toy":
-        from .backbones.toy import TOY_DIR
-
-        path = TOY_DIR / "metrics.json"
-    if path is not None and path.is_file():
+    path = checkpoint_dir(model.name) / "metrics.json"
+    if path.is_file():
         tuned = json.loads(path.read_text()).get("tuned", {}).get("rec")
         if tuned:
             return {"alpha": tuned["alpha"], "sigma": tuned["sigma"], "layers": tuned["layers"], "source": f"tuned on validation ({path.name})"}

@@ -17,6 +17,11 @@ NAMES = ("toy", "falip-toy")
 TOY_DIR = Path(__file__).resolve().parents[1] / "toy_clip"
 
 
+def checkpoint_dir(name: str) -> Path:
+    """The folder a loaded model's files live in: the package's for the toy, else the name itself."""
+    return TOY_DIR if name in NAMES else Path(name)
+
+
 def can_load(spec: str) -> bool:
     return spec in NAMES
 

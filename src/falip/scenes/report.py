@@ -34,6 +34,7 @@ def measure(model, test_singles: int = 500, test_multis: int = 500, val_multis: 
         best = tune_regions(ev, val.multis, grid, progress=bar.update)
     default = ev.regions(test.multis, Setting())
     tuned_rec = ev.regions(test.multis, best["rec"][0])
+    probed = test.multis[:ATTENTION_SCENES]
     tuned_cls = tuned_rec if best["region_cls"][0] == best["rec"][0] else ev.regions(test.multis, best["region_cls"][0])
     rows = {
         "naming (single objects, 30 names)": {"plain CLIP": ev.naming(test.singles)},
@@ -58,10 +59,10 @@ def measure(model, test_singles: int = 500, test_multis: int = 500, val_multis: 
         "rows": {task: {m: a.to_dict() for m, a in methods.items()} for task, methods in rows.items()},
         "tuned": {task: {**asdict(s), "val": a.to_dict()} for task, (s, a) in best.items()},
         "attention_in_box": {
-            "scenes": len(test.multis[:ATTENTION_SCENES]),
-            "plain CLIP": round(attention_in_boxes(model, test.multis[:ATTENTION_SCENES], None), 4),
-            "FALIP defaults": round(attention_in_boxes(model, test.multis[:ATTENTION_SCENES], Setting()), 4),
-            "FALIP tuned for rec": round(attention_in_boxes(model, test.multis[:ATTENTION_SCENES], best["rec"][0]), 4),
+            "scenes": len(probed),
+            "plain CLIP": round(attention_in_boxes(model, probed, None), 4),
+            "FALIP defaults": round(attention_in_boxes(model, probed, Setting()), 4),
+            "FALIP tuned for rec": round(attention_in_boxes(model, probed, best["rec"][0]), 4),
         },
         "scenes": {"test_singles": test_singles, "test_multis": test_multis, "val_multis": val_multis},
         "attributes": {k: a.to_dict() for k, a in ev.attributes(test.singles).items()},

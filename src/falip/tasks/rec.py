@@ -1,0 +1,83 @@
+"""Referring expression comprehension: score candidate boxes against expressions, zero-shot.
+
+A method turns (image, boxes) into one feature per box: "falip" (the foveal encoder), "plain" (the
+whole image for every box: chance) or any pixel-editing prompt of `visual_prompts`. Scores are
+cosine similarities; "subtract" (ReCLIP) removes each box's mean score over negative captions, and
+ensembles add or take the maximum of methods' scores (each softmax-normalised over boxes).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import FalipError
+from ..preprocess import open_image
+from ..regions import to_xyxy
+from .visual_prompts import VISUAL_PROMPTS, get_visual_prompt
+
+TEMPLATE = "a photo of {}"
+METHODS = ("falip", "plain", *VISUAL_PROMPTS)
+
+
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two `xywh` boxes."""
+    ax0, ay0, ax1, ay1 = to_xyxy(a)
+    bx0, by0, bx1, by1 = to_xyxy(b)
+    inter = max(0.0, min(ax1, bx1) - max(ax0, bx0)) * max(0.0, min(ay1, by1) - max(ay0, by0))
+    union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter
+    return inter / union if union > 0 else 0.0
+
+
+@torch.no_grad()
+def box_features(model, image, boxes: Sequence[Sequence[float]], method: str = "falip", **falip_options) -> torch.Tensor:
+    """Unit features (R, D) of `xywh` boxes of one image under a method."""
+    if method not in METHODS:
+        raise FalipError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    picture = open_image(image)
+    if method == "falip":
+        feats = model.encode_regions(picture, list(boxes), **falip_options)
+    elif method == "plain":
+        feats = model.encode_image(picture).expand(len(boxes), -1)
+    else:
+        prompt = get_visual_prompt(method)
+        feats = model.encode_image([prompt(picture, to_xyxy(b)) for b in boxes])
+    return F.normalize(feats.float(), dim=-1)
+
+
+@torch.no_grad()
+def text_features(model, texts: Sequence[str], template: str = TEMPLATE) -> torch.Tensor:
+    return F.normalize(model.encode_text([template.format(t) for t in texts]).float(), dim=-1)
+
+
+def sample_negatives(pool: Sequence[str], exclude: Sequence[str], count: int, seed: int) -> list[str]:
+    """`count` distinct captions from `pool` (the dataset's other expressions), none in `exclude`, seeded."""
+    candidates = sorted(set(pool) - set(exclude))
+    if not candidates:
+        raise FalipError("no negative captions to subtract: the pool holds only this image's expressions")
+    rng = np.random.default_rng(seed)
+    return [candidates[i] for i in rng.choice(len(candidates), size=min(count, len(candidates)), replace=False)]
+
+
+def subtract(scores: torch.Tensor, negative_scores: torch.Tensor) -> torch.Tensor:
+    """ReCLIP's post-processing: (R, T) scores minus each box's mean score over (R, N) negatives."""
+    return scores - negative_scores.mean(dim=1, keepdim=True)
+
+
+def ensemble(scores: Sequence[torch.Tensor], how: str = "sum") -> torch.Tensor:
+    """Combine (R, T) score matrices of several methods or models, each softmax-normalised over boxes."""
+    stacked = torch.stack([torch.softmax(s, dim=0) for s in scores])
+    if how == "sum":
+        return stacked.sum(0)
+    if how == "max":
+        return stacked.amax(0)
+    raise FalipError(f"unknown ensemble {how!r}; choose sum or max")
+
+
+def accuracy_at_iou(chosen: Sequence[Sequence[float]], gold: Sequence[Sequence[float]], threshold: float = 0.5) -> float:
+    """Share of expressions whose chosen box overlaps the gold box with IoU above `threshold`."""
+    hits = [iou(c, g) > threshold for c, g in zip(chosen, gold)]
+    return sum(hits) / len(hits) if hits else float("nan")

@@ -1,0 +1,57 @@
+"""Referring-expression scoring: IoU, subtract, ensembles, negatives, and the methods."""
+
+import numpy as np
+import pytest
+import torch
+
+import falip
+from falip.errors import FalipError
+from falip.tasks.rec import accuracy_at_iou, box_features, ensemble, iou, sample_negatives, subtract, text_features
+
+
+def test_iou():
+    assert iou([0, 0, 10, 10], [0, 0, 10, 10]) == 1.0
+    assert iou([0, 0, 10, 10], [5, 0, 10, 10]) == pytest.approx(50 / 150)
+    assert iou([0, 0, 10, 10], [20, 20, 5, 5]) == 0.0
+    assert accuracy_at_iou([[0, 0, 10, 10], [5, 0, 10, 10]], [[0, 0, 10, 10], [0, 0, 10, 10]]) == 0.5
+
+
+def test_subtract_removes_each_boxs_mean_negative_score_and_can_change_the_winner():
+    scores = torch.tensor([[0.30], [0.28]])  # box 0 wins on the raw score...
+    negatives = torch.tensor([[0.29, 0.31], [0.20, 0.22]])  # ...but matches every caption well
+    out = subtract(scores, negatives)
+    assert torch.allclose(out, torch.tensor([[0.0], [0.07]]))
+    assert out.argmax(0).item() == 1
+
+
+def test_ensemble_normalises_each_method_over_boxes():
+    a = torch.tensor([[10.0], [0.0]])
+    b = torch.tensor([[0.0], [0.1]])
+    assert torch.allclose(ensemble([a, b]), torch.softmax(a, 0) + torch.softmax(b, 0))
+    assert torch.allclose(ensemble([a, b], "max"), torch.maximum(torch.softmax(a, 0), torch.softmax(b, 0)))
+    with pytest.raises(FalipError):
+        ensemble([a], "mean")
+
+
+def test_negatives_are_seeded_distinct_and_exclude_the_images_own():
+    pool = [f"caption {i}" for i in range(20)] + ["mine"]
+    first = sample_negatives(pool, ["mine"], 5, seed=3)
+    assert first == sample_negatives(pool, ["mine"], 5, seed=3) != sample_negatives(pool, ["mine"], 5, seed=4)
+    assert len(set(first)) == 5 and "mine" not in first
+    with pytest.raises(FalipError):
+        sample_negatives(["mine"], ["mine"], 5, seed=0)
+
+
+def test_methods_on_a_tiny_model(hf_dir):
+    model = falip.load(hf_dir)
+    image = np.random.default_rng(0).integers(0, 255, size=(40, 48, 3), dtype=np.uint8)
+    boxes = [[0, 0, 20, 20], [20, 10, 28, 30]]
+    plain = box_features(model, image, boxes, "plain")
+    assert torch.allclose(plain[0], plain[1])  # no region prompt: every box the same
+    for method in ("falip", "crop", "blur", "red_circle"):
+        feats = box_features(model, image, boxes, method, **({"alpha": 2.0} if method == "falip" else {}))
+        assert feats.shape == (2, 16) and torch.allclose(feats.norm(dim=1), torch.ones(2))
+        assert not torch.allclose(feats[0], feats[1], atol=1e-4), method
+    assert text_features(model, ["a", "b"]).shape == (2, 16)
+    with pytest.raises(FalipError, match="unknown method"):
+        box_features(model, image, boxes, "arrow")

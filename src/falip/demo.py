@@ -119,13 +119,10 @@ def run_demo(
         masked = resolve_layers(layers, model.depth)
     except ValueError as exc:
         raise FalipError(str(exc)) from None
-    options = dict(alpha=alpha, sigma=sigma, layers=masked, box_format=box_format)
-    feats = torch.nn.functional.normalize(model.encode_regions(picture, boxes, **options).float(), dim=-1)
-    text_feat = torch.nn.functional.normalize(model.encode_text([text]).float(), dim=-1)
-    scores = (model.backbone.logit_scale.float().exp() * feats @ text_feat.T)[:, 0].tolist()
+    logits = model.score(picture, boxes, [text, *labels], alpha=alpha, sigma=sigma, layers=masked, box_format=box_format)
+    scores = logits[:, 0].tolist()
     if labels:
-        label_feats = torch.nn.functional.normalize(model.encode_text(list(labels)).float(), dim=-1)
-        names = [labels[i].removeprefix("a photo of ").removeprefix("a ") for i in (feats @ label_feats.T).argmax(1).tolist()]
+        names = [labels[i].removeprefix("a photo of ").removeprefix("a ") for i in logits[:, 1:].argmax(1).tolist()]
     else:
         names = [""] * len(boxes)
     best = int(np.argmax(scores))

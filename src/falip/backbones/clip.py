@@ -186,7 +186,6 @@ class VisionTransformer(nn.Module):
             x = block(x, bias if index in bias_layers else None)
         return self.head(x[:, 0])
 
-
     @torch.no_grad()
     def cls_attention(
         self,

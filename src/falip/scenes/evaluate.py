@@ -15,9 +15,9 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..tasks.rec import TEMPLATE, box_features, text_features
 from .world import Scene, class_names, make_scene
 
-TEMPLATE = "a photo of {}"
 
 
 @dataclass
@@ -84,7 +84,7 @@ class Evaluator:
     def __init__(self, model, template: str = TEMPLATE):
         self.model, self.template = model, template
         self.labels = class_names()
-        self.label_feats = _unit(model.encode_text([template.format("a " + c) for c in self.labels]))
+        self.label_feats = text_features(model, ["a " + c for c in self.labels], template)
 
     def naming(self, scenes: Sequence[Scene]) -> Accuracy:
         images = _unit(self.model.encode_image([s.image for s in scenes]))
@@ -92,7 +92,7 @@ class Evaluator:
         return Accuracy(sum(self.labels[p] == s.objects[0].label for p, s in zip(pred, scenes)), len(scenes))
 
     def _region_feats(self, scene: Scene, setting: Setting) -> torch.Tensor:
-        return _unit(self.model.encode_regions(scene.image, [o.box for o in scene.objects], **setting.kwargs()))
+        return box_features(self.model, scene.image, [o.box for o in scene.objects], "falip", **setting.kwargs())
 
     def regions(self, scenes: Sequence[Scene], setting: Setting, kinds: Sequence[str] = ("attribute", "relational")) -> dict[str, Accuracy]:
         """Referring expressions (overall and per kind) and region classification, from one set of
@@ -106,7 +106,7 @@ class Evaluator:
             exprs = [e for e in scene.expressions() if e[2] in kinds]
             if not exprs:
                 continue
-            texts = _unit(self.model.encode_text([self.template.format(e[1]) for e in exprs]))
+            texts = text_features(self.model, [e[1] for e in exprs], self.template)
             for (target, _, kind), choice in zip(exprs, (regions @ texts.T).argmax(0).tolist()):
                 for key in ("rec", f"rec_{kind}"):
                     hits[key][0] += int(choice == target)
@@ -122,7 +122,7 @@ class Evaluator:
         out = {}
         for attribute, values, phrase in (("colour", list(COLOURS), "a {} shape"), ("shape", list(SHAPES), "a {}"),
                                           ("size", list(SIZES), "a {} shape"), ("texture", list(TEXTURES), "a {} shape")):
-            texts = _unit(self.model.encode_text([self.template.format(phrase.format(v)) for v in values]))
+            texts = text_features(self.model, [phrase.format(v) for v in values], self.template)
             pred = (images @ texts.T).argmax(1).tolist()
             out[attribute] = Accuracy(sum(values[p] == getattr(s.objects[0], attribute) for p, s in zip(pred, scenes)), len(scenes))
         return out

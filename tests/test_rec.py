@@ -6,7 +6,8 @@ import torch
 
 import falip
 from falip.errors import FalipError
-from falip.tasks.rec import accuracy_at_iou, box_features, ensemble, iou, sample_negatives, subtract, text_features
+from falip.tasks.methods import region_features as box_features, text_features
+from falip.tasks.rec import accuracy_at_iou, ensemble, iou, sample_negatives, subtract
 
 
 def test_iou():
@@ -55,3 +56,22 @@ def test_methods_on_a_tiny_model(hf_dir):
     assert text_features(model, ["a", "b"]).shape == (2, 16)
     with pytest.raises(FalipError, match="unknown method"):
         box_features(model, image, boxes, "arrow")
+
+
+def test_combinations_ablations_masks_and_cpt_text(hf_dir):
+    model = falip.load(hf_dir)
+    image = np.random.default_rng(0).integers(0, 255, size=(40, 48, 3), dtype=np.uint8)
+    boxes = [[0, 0, 20, 20], [20, 10, 28, 30]]
+    feats = {m: box_features(model, image, boxes, m, alpha=2.0) for m in ("falip", "red_circle", "red_circle+falip", "replace-q", "replace-kv", "feature-mask")}
+    for a in feats:
+        for b in feats:
+            if a < b:
+                assert not torch.allclose(feats[a], feats[b], atol=1e-4), (a, b)
+    mask = np.zeros((40, 48), bool)
+    mask[10:30, 20:40] = True
+    as_box = box_features(model, image, [[20, 10, 20, 20]], "blur")
+    assert torch.allclose(box_features(model, image, [mask], "blur"), as_box, atol=1e-6)  # prompts use the mask's box
+    assert not torch.allclose(box_features(model, image, [mask], "falip", alpha=2.0), as_box, atol=1e-4)
+    assert torch.allclose(text_features(model, ["the dog"], method="cpt"), text_features(model, ["the dog is in red color"]))
+    with pytest.raises(FalipError, match="unknown FALIP option"):
+        box_features(model, image, boxes, "falip", alhpa=1.0)

@@ -175,6 +175,11 @@ def check_reference(folder, gaussian) -> None:
         sys.exit(1)
 
 
+from .cli_eval import eval_group  # noqa: E402  (after `cli`, which it joins)
+
+cli.add_command(eval_group)
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit status 2."""
     try:

@@ -9,6 +9,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
+from .ablations import OPERATIONS, ablated_features
 from .backbones import ClipBackbone, ClipTokenizer, load_checkpoint
 from .encoder import DEFAULT_CHUNK, FovealEncoder
 from .errors import FalipError
@@ -128,14 +129,20 @@ class FalipModel:
         sigma: float = 100.0,
         layers: Optional[Sequence[int]] = None,
         form: str = "cls",
+        operation: str = "bias",
         box_format: str = "xywh",
         chunk_size: Optional[int] = None,
     ) -> torch.Tensor:
         """FALIP features (R, D) of regions of one image: boxes (`box_format`, original pixels) or
         binary masks shaped like the image. `layers` are 0-based (negative from the end); None is
-        the last third. `form` is "cls" (the paper's), "all" or "diag" (its ablation)."""
+        the last third. `form` is "cls" (the paper's), "all" or "diag" (its ablation).
+        `operation` is "bias" (FALIP) or an ablated operation of `falip.ablations` (form a only)."""
         if form not in MASK_FORMS:
             raise FalipError(f"unknown mask form {form!r}; choose one of {', '.join(MASK_FORMS)}")
+        if operation != "bias" and operation not in OPERATIONS:
+            raise FalipError(f"unknown attention operation {operation!r}; choose bias or one of {', '.join(OPERATIONS)}")
+        if operation != "bias" and form != "cls":
+            raise FalipError(f"the {operation} ablation acts on the [CLS] row only; use form='cls'")
         if isinstance(regions, (torch.Tensor, np.ndarray)) and regions.ndim == 1 or _is_single_box(regions):
             regions = [regions]
         img = open_image(image)
@@ -145,6 +152,11 @@ class FalipModel:
         except ValueError as exc:
             raise FalipError(str(exc)) from None
         pixels = self.pixels(img).to(self.device, self.dtype)
+        if operation != "bias":
+            try:
+                return ablated_features(self.backbone.visual, pixels, rows, masked, operation, chunk_size or self.encoder.chunk_size)
+            except ValueError as exc:
+                raise FalipError(str(exc)) from None
         index = torch.zeros(len(rows), dtype=torch.long)
         return self.encoder(pixels, rows, index, masked, form, chunk_size)
 

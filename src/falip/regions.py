@@ -80,3 +80,14 @@ def region_bias_rows(
     if not rows:
         raise FalipError("no region given: pass at least one box or mask")
     return torch.stack(rows)
+
+
+def region_box(region: Region, box_format: str = "xywh") -> tuple[float, float, float, float]:
+    """A region's `(x0, y0, x1, y1)` pixel box: the box itself, or a mask's bounding box."""
+    mask = _as_mask(region)
+    if mask is None:
+        return to_xyxy(region, box_format)
+    rows, cols = np.nonzero(mask)
+    if rows.size == 0:
+        raise FalipError("the mask is empty: no pixel is set")
+    return float(cols.min()), float(rows.min()), float(cols.max() + 1), float(rows.max() + 1)

@@ -121,10 +121,18 @@ def load(spec: str) -> LoadedCheckpoint:
         raise FalipError(f"cannot load {spec!r} as a Hugging Face CLIP checkpoint: {first_line(exc)}") from None
     if hf_config.model_type != "clip":
         raise FalipError(f"{spec!r} is a {hf_config.model_type!r} model, not a CLIP (`CLIPModel`) checkpoint")
+    from transformers.utils import logging as hf_logging
+
+    quiet = Path(spec).is_dir() and hf_logging.is_progress_bar_enabled()  # no bar for a local folder
+    if quiet:
+        hf_logging.disable_progress_bar()
     try:
         hf_model = CLIPModel.from_pretrained(spec, config=hf_config, dtype=torch.float32)
     except Exception as exc:  # corrupt or missing weight files
         raise FalipError(f"cannot read the weights of {spec!r}: {first_line(exc)}") from None
+    finally:
+        if quiet:
+            hf_logging.enable_progress_bar()
     cfg = config_from_hf(hf_config)
     model = build_backbone(cfg, state_from_hf(hf_model.state_dict()), spec)
     try:

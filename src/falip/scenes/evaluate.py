@@ -8,45 +8,15 @@ only name the whole image (the same label for every box).
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ..tasks.rec import TEMPLATE, box_features, text_features
+from ..stats import Accuracy
+from ..tasks.methods import TEMPLATE, region_features, text_features
 from .world import Scene, class_names, make_scene
-
-
-
-@dataclass
-class Accuracy:
-    correct: float
-    total: int
-
-    @property
-    def value(self) -> float:
-        return self.correct / self.total if self.total else float("nan")
-
-    def interval(self, z: float = 1.96) -> tuple[float, float]:
-        """Wilson 95% confidence interval."""
-        n, p = self.total, self.value
-        if not n:
-            return float("nan"), float("nan")
-        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-        return max(0.0, centre - half), min(1.0, centre + half)
-
-    def __str__(self) -> str:
-        lo, hi = self.interval()
-        return f"{100 * self.value:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] (n={self.total})"
-
-    def to_dict(self) -> dict:
-        if not self.total:
-            return {"accuracy": None, "ci95": [None, None], "n": 0}
-        lo, hi = self.interval()
-        return {"accuracy": round(self.value, 4), "ci95": [round(lo, 4), round(hi, 4)], "n": self.total}
 
 
 @dataclass(frozen=True)
@@ -92,7 +62,7 @@ class Evaluator:
         return Accuracy(sum(self.labels[p] == s.objects[0].label for p, s in zip(pred, scenes)), len(scenes))
 
     def _region_feats(self, scene: Scene, setting: Setting) -> torch.Tensor:
-        return box_features(self.model, scene.image, [o.box for o in scene.objects], "falip", **setting.kwargs())
+        return region_features(self.model, scene.image, [o.box for o in scene.objects], "falip", **setting.kwargs())
 
     def regions(self, scenes: Sequence[Scene], setting: Setting, kinds: Sequence[str] = ("attribute", "relational")) -> dict[str, Accuracy]:
         """Referring expressions (overall and per kind) and region classification, from one set of

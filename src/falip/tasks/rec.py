@@ -1,9 +1,10 @@
-"""Referring expression comprehension: score candidate boxes against expressions, zero-shot.
+"""Referring expression comprehension: rank candidate boxes for an expression, zero-shot.
 
-A method turns (image, boxes) into one feature per box: "falip" (the foveal encoder), "plain" (the
-whole image for every box: chance) or any pixel-editing prompt of `visual_prompts`. Scores are
-cosine similarities; "subtract" (ReCLIP) removes each box's mean score over negative captions, and
-ensembles add or take the maximum of methods' scores (each softmax-normalised over boxes).
+Box features come from a region method (`methods`); scores are cosine similarities. "subtract"
+(ReCLIP) removes each box's mean score over negative captions sampled from the dataset's other
+expressions, and ensembles add or take the maximum of several methods' or models' scores, each
+softmax-normalised over the boxes first. A prediction is right when its box overlaps a gold box
+with IoU above 0.5.
 """
 
 from __future__ import annotations
@@ -12,15 +13,9 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import FalipError
-from ..preprocess import open_image
 from ..regions import to_xyxy
-from .visual_prompts import VISUAL_PROMPTS, get_visual_prompt
-
-TEMPLATE = "a photo of {}"
-METHODS = ("falip", "plain", *VISUAL_PROMPTS)
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -30,27 +25,6 @@ def iou(a: Sequence[float], b: Sequence[float]) -> float:
     inter = max(0.0, min(ax1, bx1) - max(ax0, bx0)) * max(0.0, min(ay1, by1) - max(ay0, by0))
     union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter
     return inter / union if union > 0 else 0.0
-
-
-@torch.no_grad()
-def box_features(model, image, boxes: Sequence[Sequence[float]], method: str = "falip", **falip_options) -> torch.Tensor:
-    """Unit features (R, D) of `xywh` boxes of one image under a method."""
-    if method not in METHODS:
-        raise FalipError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    picture = open_image(image)
-    if method == "falip":
-        feats = model.encode_regions(picture, list(boxes), **falip_options)
-    elif method == "plain":
-        feats = model.encode_image(picture).expand(len(boxes), -1)
-    else:
-        prompt = get_visual_prompt(method)
-        feats = model.encode_image([prompt(picture, to_xyxy(b)) for b in boxes])
-    return F.normalize(feats.float(), dim=-1)
-
-
-@torch.no_grad()
-def text_features(model, texts: Sequence[str], template: str = TEMPLATE) -> torch.Tensor:
-    return F.normalize(model.encode_text([template.format(t) for t in texts]).float(), dim=-1)
 
 
 def sample_negatives(pool: Sequence[str], exclude: Sequence[str], count: int, seed: int) -> list[str]:

@@ -1,0 +1,129 @@
+"""`falip eval rec|cls DATASET`: the paper's benchmarks (and the scene world) from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+def _list(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def _shared_options(func):
+    options = [
+        click.argument("dataset"),
+        click.option("--model", "-m", "models", multiple=True, default=("toy",), show_default=True,
+                     help="Checkpoint(s); several give one row each (and join an --ensemble)."),
+        click.option("--method", "methods", default="plain,falip", show_default=True,
+                     help="Comma-separated region methods (see `falip eval methods`)."),
+        click.option("--alpha", type=float, default=0.2, show_default=True),
+        click.option("--sigma", type=float, default=100.0, show_default=True),
+        click.option("--layers", default=None, help="0-based masked layers [default: the last third]."),
+        click.option("--form", type=click.Choice(["cls", "all", "diag"]), default="cls", show_default=True, help="Mask form a/b/c (Table 6)."),
+        click.option("--split", default=None, help="Dataset split (each dataset has its own default)."),
+        click.option("--limit", type=int, default=None, help="Only the first N expressions / images (a quick run)."),
+        click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for results.jsonl and summary.{md,csv,json}; a rerun resumes."),
+        click.option("--overwrite", is_flag=True, help="Start again instead of resuming."),
+        click.option("--preprocess", type=click.Choice(["squash", "crop", "pad"]), default="squash", show_default=True),
+        click.option("--device", default="cpu", show_default=True),
+        click.option("--seed", default=0, show_default=True),
+        click.option("--quiet", is_flag=True, help="No progress bar."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _models(names, device, preprocess) -> dict:
+    from .model import load
+
+    return {name: load(name, device, preprocess=preprocess) for name in names}
+
+
+def _layers(text):
+    from .cli import _layers as parse
+
+    return parse(text)
+
+
+def _data_options(**given) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in given.items() if v is not None}
+
+
+def _report(summary: dict, out: str) -> None:
+    from .evaluation.summary import markdown
+
+    click.echo(markdown(summary), nl=False)
+    click.echo(f"results: {Path(out) / 'results.jsonl'}; summary: {Path(out) / 'summary.md'} (.csv, .json)")
+
+
+@click.group("eval")
+def eval_group() -> None:
+    """Evaluate methods on referring expressions (rec) or region classification (cls)."""
+
+
+@eval_group.command("rec")
+@_shared_options
+@click.option("--annotations", type=click.Path(), default=None, help="reclip: the jsonl; refer: the folder with refs(unc).p and instances.json; transvg: the .pth split file.")
+@click.option("--images", type=click.Path(file_okay=False), default=None, help="Image folder (COCO train2014).")
+@click.option("--instances", type=click.Path(dir_okay=False), default=None, help="transvg: COCO instances.json for the candidate boxes.")
+@click.option("--detections", type=click.Path(dir_okay=False), default=None, help="Detector proposals (ReCLIP's JSON) instead of gold candidates.")
+@click.option("--split-by", default=None, help="refer: unc, umd or google.")
+@click.option("--count", type=int, default=None, help="scenes: how many test scenes [default 500].")
+@click.option("--template", default="a photo of {}", show_default=True)
+@click.option("--subtract", type=int, default=0, show_default=True, help="Negative captions per expression for ReCLIP's subtract (0: off).")
+@click.option("--ensemble", type=click.Choice(["sum", "max"]), default=None, help="Add a row combining every model and method.")
+@click.option("--iou", type=float, default=0.5, show_default=True)
+def eval_rec(dataset, models, methods, alpha, sigma, layers, form, split, limit, out, overwrite, preprocess, device, seed, quiet,
+             annotations, images, instances, detections, split_by, count, template, subtract, ensemble, iou) -> None:
+    """Referring expression comprehension: pick each expression's box among the candidates.
+
+    DATASET: reclip, refer, transvg or scenes (the toy model's test scenes)."""
+    from .datasets import open_rec
+    from .evaluation.runner import RunConfig, run_rec
+
+    data_opts = _data_options(annotations=annotations, images=images, instances=instances, detections=detections,
+                              split=split, split_by=split_by, count=count)
+    data = open_rec(dataset, **data_opts)
+    config = RunConfig("rec", dataset, list(models), _list(methods), alpha, sigma, _layers(layers), form,
+                       template=template, subtract=subtract, ensemble=ensemble, iou=iou, seed=seed, data=data_opts)
+    summary = run_rec(_models(models, device, preprocess), data, config, Path(out), limit=limit, overwrite=overwrite, progress=not quiet)
+    _report(summary, out)
+
+
+@eval_group.command("cls")
+@_shared_options
+@click.option("--root", type=click.Path(file_okay=False), default=None, help="The dataset's folder.")
+@click.option("--cub-root", type=click.Path(file_okay=False), default=None, help="waterbirds: CUB_200_2011 for the bird boxes.")
+@click.option("--names", type=click.Path(dir_okay=False), default=None, help="imagenet-s: 'wnid name' lines for class names.")
+@click.option("--categories", type=click.Path(dir_okay=False), default=None, help="imagenet-s: the variant's category list.")
+@click.option("--region", type=click.Choice(["mask", "box"]), default=None, help="imagenet-s: the mask or its box.")
+@click.option("--count", type=int, default=None, help="scenes: how many test scenes [default 500].")
+@click.option("--templates", default="photo", show_default=True, help="A template set (photo, bird, dog, ensemble7) or templates separated by '|'.")
+def eval_cls(dataset, models, methods, alpha, sigma, layers, form, split, limit, out, overwrite, preprocess, device, seed, quiet,
+             root, cub_root, names, categories, region, count, templates) -> None:
+    """Region-prompted classification: name each image's region; top-1 and top-5.
+
+    DATASET: cub, dogs, waterbirds, imagenet-s or scenes."""
+    from .datasets import open_cls
+    from .evaluation.runner import RunConfig, run_cls
+    from .tasks.classify import TEMPLATE_SETS
+
+    data_opts = _data_options(root=root, cub_root=cub_root, names=names, categories=categories, region=region, split=split, count=count)
+    data = open_cls(dataset, **data_opts)
+    chosen = templates if templates in TEMPLATE_SETS else [t for t in templates.split("|") if t]
+    config = RunConfig("cls", dataset, list(models), _list(methods), alpha, sigma, _layers(layers), form,
+                       templates=chosen, seed=seed, data=data_opts)
+    summary = run_cls(_models(models, device, preprocess), data, config, Path(out), limit=limit, overwrite=overwrite, progress=not quiet)
+    _report(summary, out)
+
+
+@eval_group.command("methods")
+def eval_methods() -> None:
+    """List the region methods."""
+    from .tasks.methods import METHODS
+
+    for name, method in METHODS.items():
+        click.echo(name)

@@ -1,0 +1,57 @@
+"""Dataset loaders by name, for `falip eval rec|cls` and the Python API.
+
+A loader is a function whose keyword parameters are the CLI's options (`annotations`, `images`,
+`root`, `split`, ...); adding a dataset is a loader plus an entry here.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+from ..errors import FalipError
+from .base import ClsDataset, ClsExample, RecExpression, RecImage, read_image
+from .classification import load_cub, load_dogs, load_imagenet_s, load_waterbirds
+from .refcoco import load_reclip, load_refer, load_transvg
+from .scenes import scene_cls, scene_rec
+
+REC_DATASETS: dict[str, Callable[..., list[RecImage]]] = {
+    "reclip": load_reclip,
+    "refer": load_refer,
+    "transvg": load_transvg,
+    "scenes": scene_rec,
+}
+CLS_DATASETS: dict[str, Callable[..., ClsDataset]] = {
+    "cub": load_cub,
+    "dogs": load_dogs,
+    "waterbirds": load_waterbirds,
+    "imagenet-s": load_imagenet_s,
+    "scenes": scene_cls,
+}
+
+
+def _open(registry: dict[str, Callable], task: str, name: str, options: dict[str, Any]):
+    if name not in registry:
+        raise FalipError(f"unknown {task} dataset {name!r}; choose one of {', '.join(registry)}")
+    loader = registry[name]
+    params = inspect.signature(loader).parameters
+    given = {k: v for k, v in options.items() if v is not None}
+    extra = sorted(set(given) - set(params))
+    if extra:
+        raise FalipError(f"{name} does not take {', '.join('--' + e.replace('_', '-') for e in extra)}; it takes "
+                         + ", ".join("--" + p.replace("_", "-") for p in params))
+    missing = [p for p, spec in params.items() if spec.default is inspect.Parameter.empty and p not in given]
+    if missing:
+        raise FalipError(f"{name} needs {', '.join('--' + m.replace('_', '-') for m in missing)}")
+    return loader(**given)
+
+
+def open_rec(name: str, **options) -> list[RecImage]:
+    return _open(REC_DATASETS, "referring-expression", name, options)
+
+
+def open_cls(name: str, **options) -> ClsDataset:
+    return _open(CLS_DATASETS, "classification", name, options)
+
+
+__all__ = ["REC_DATASETS", "CLS_DATASETS", "open_rec", "open_cls", "RecImage", "RecExpression", "ClsDataset", "ClsExample", "read_image"]

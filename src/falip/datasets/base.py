@@ -1,0 +1,122 @@
+"""What every dataset loader returns, and the checks that say exactly what is missing.
+
+A referring-expression dataset is a list of `RecImage`: one image, its candidate boxes and the
+expressions that refer into it (region features are computed once per image). A classification
+dataset is `ClsDataset`: class names and one `ClsExample` (image, one region, label) per image.
+Boxes are `xywh` in original-image pixels. Every item has a `key` that is stable across runs, so an
+interrupted evaluation can resume.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+from PIL import Image
+
+from ..errors import FalipError
+
+Box = list[float]
+ImageSource = Union[Path, Callable[[], Any]]
+
+
+def read_image(source: ImageSource):
+    """A PIL image (or array) from a file path or a zero-argument loader."""
+    if callable(source):
+        return source()
+    try:
+        with Image.open(source) as image:
+            return image.convert("RGB")
+    except FileNotFoundError:
+        raise FalipError(f"image not found: {source}") from None
+    except OSError as exc:
+        raise FalipError(f"cannot read image {source}: {exc}") from None
+
+
+@dataclass
+class RecExpression:
+    key: str
+    text: str
+    gold: list[Box]
+
+
+@dataclass
+class RecImage:
+    key: str
+    image: ImageSource
+    boxes: list[Box]
+    expressions: list[RecExpression] = field(default_factory=list)
+
+
+@dataclass
+class ClsExample:
+    key: str
+    image: ImageSource
+    region: Union[Box, Callable[[], np.ndarray]]  # a box, or a loader of a binary mask
+    label: int
+    group: Optional[str] = None  # e.g. Waterbirds' (bird, place) group, for worst-group accuracy
+
+    def load_region(self):
+        return self.region() if callable(self.region) else self.region
+
+
+@dataclass
+class ClsDataset:
+    classes: list[str]
+    examples: list[ClsExample]
+
+
+def require(path: Path, what: str, hint: str = "") -> Path:
+    """`path` if it exists, else one clear error naming what is missing and where it was looked for."""
+    if not path.exists():
+        raise FalipError(f"{what} not found: {path}" + (f" ({hint})" if hint else ""))
+    return path
+
+
+def read_table(path: Path, what: str, columns: int) -> list[list[str]]:
+    """Whitespace-separated rows with at least `columns` fields (CUB's text files)."""
+    rows = []
+    for number, line in enumerate(require(path, what).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split(maxsplit=columns - 1)
+        if len(fields) < columns:
+            raise FalipError(f"{path}:{number}: expected {columns} fields, got {line!r}")
+        rows.append(fields)
+    return rows
+
+
+def load_detections(path: Path) -> dict[str, list[Box]]:
+    """Detector proposals, ReCLIP's format: {image_id: [[x, y, w, h, ...], ...]} or a list of
+    {"image_id": ..., "box": [x, y, w, h]} records. Keys are image ids as strings."""
+    data = json.loads(require(Path(path), "detections file").read_text())
+    out: dict[str, list[Box]] = {}
+    if isinstance(data, dict):
+        for image_id, boxes in data.items():
+            out[str(image_id)] = [list(map(float, b[:4])) for b in boxes]
+    elif isinstance(data, list):
+        for record in data:
+            out.setdefault(str(record["image_id"]), []).append(list(map(float, record["box"][:4])))
+    else:
+        raise FalipError(f"{path}: detections must be a JSON object or list")
+    return out
+
+
+def coco_boxes(instances: Path) -> tuple[dict[str, dict], dict[str, list[dict]]]:
+    """COCO `instances.json`: images by id and annotations (id, bbox) by image id, ids as strings."""
+    data = json.loads(require(Path(instances), "COCO instances file").read_text())
+    try:
+        images = {str(i["id"]): i for i in data["images"]}
+        anns: dict[str, list[dict]] = {}
+        for a in data["annotations"]:
+            anns.setdefault(str(a["image_id"]), []).append({"id": a["id"], "bbox": list(map(float, a["bbox"]))})
+    except (KeyError, TypeError) as exc:
+        raise FalipError(f"{instances}: not a COCO instances file (missing {exc})") from None
+    return images, anns
+
+
+def limit(items: Sequence, count: Optional[int]) -> list:
+    return list(items if count is None else items[:count])

@@ -1,0 +1,176 @@
+"""Region-prompted classification data: CUB-200-2011, Stanford Dogs, Waterbirds, ImageNet-S.
+
+Each loader reads the dataset's own published layout and returns a `ClsDataset` (one region per
+image: the object's box, or ImageNet-S's mask). Class names are made readable
+("001.Black_footed_Albatross" -> "Black footed Albatross").
+"""
+
+from __future__ import annotations
+
+import csv
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from PIL import Image
+
+from ..errors import FalipError
+from .base import ClsDataset, ClsExample, read_table, require
+
+CUB_FILES = ("images.txt", "image_class_labels.txt", "bounding_boxes.txt", "train_test_split.txt", "classes.txt")
+
+
+def _readable(folder_name: str) -> str:
+    """`001.Black_footed_Albatross` / `n02085620-Chihuahua` -> `Black footed Albatross` / `Chihuahua`."""
+    name = folder_name.split(".", 1)[1] if "." in folder_name[:5] else folder_name
+    if name[:1] == "n" and "-" in name and name.split("-", 1)[0][1:].isdigit():
+        name = name.split("-", 1)[1]
+    return name.replace("_", " ")
+
+
+def _cub_tables(root: Path) -> dict:
+    for name in CUB_FILES:
+        require(root / name, f"CUB-200-2011 file {name}", "the official CUB_200_2011 folder")
+    images = dict(read_table(root / "images.txt", "images.txt", 2))
+    boxes = {i: list(map(float, (x, y, w, h))) for i, x, y, w, h in read_table(root / "bounding_boxes.txt", "", 5)}
+    labels = dict(read_table(root / "image_class_labels.txt", "", 2))
+    is_train = dict(read_table(root / "train_test_split.txt", "", 2))
+    classes = sorted(((int(i), n) for i, n in read_table(root / "classes.txt", "", 2)))
+    return {"images": images, "boxes": boxes, "labels": labels, "is_train": is_train, "classes": classes}
+
+
+def load_cub(root: Path, split: str = "test") -> ClsDataset:
+    """CUB-200-2011 (`CUB_200_2011/`): the bird's box per image; split "test", "train" or "all"."""
+    root = Path(root)
+    if split not in ("test", "train", "all"):
+        raise FalipError(f"unknown CUB split {split!r}; choose test, train or all")
+    t = _cub_tables(root)
+    class_ids = [i for i, _ in t["classes"]]
+    index = {str(i): k for k, i in enumerate(class_ids)}
+    examples = []
+    for image_id, rel in t["images"].items():
+        if split != "all" and (t["is_train"].get(image_id) == "1") != (split == "train"):
+            continue
+        if image_id not in t["boxes"] or image_id not in t["labels"]:
+            raise FalipError(f"{root}: image {image_id} has no box or no label")
+        examples.append(ClsExample(image_id, require(root / "images" / rel, "CUB image"), t["boxes"][image_id], index[t["labels"][image_id]]))
+    return ClsDataset([_readable(n) for _, n in t["classes"]], examples)
+
+
+def _dogs_split(root: Path, split: str) -> Optional[set[str]]:
+    if split == "all":
+        return None
+    for candidate in (root / f"{split}_list.mat", root / "lists" / f"{split}_list.mat"):
+        if candidate.is_file():
+            try:
+                from scipy.io import loadmat
+            except ImportError:
+                raise FalipError("reading Stanford Dogs' .mat split lists needs scipy: pip install scipy") from None
+            files = loadmat(candidate)["file_list"]
+            return {str(np.asarray(f).reshape(-1)[0]) for f in files.reshape(-1)}
+    raise FalipError(f"Stanford Dogs split list {split}_list.mat not found in {root} or {root / 'lists'} (or use split 'all')")
+
+
+def load_dogs(root: Path, split: str = "test") -> ClsDataset:
+    """Stanford Dogs: `Images/<wnid>-<breed>/*.jpg`, `Annotation/<wnid>-<breed>/<file>` (VOC XML
+    boxes), split lists `test_list.mat`/`train_list.mat`; the first object's box is the region."""
+    root = Path(root)
+    images_dir = require(root / "Images", "Stanford Dogs image folder Images/")
+    notes_dir = require(root / "Annotation", "Stanford Dogs annotation folder Annotation/")
+    wanted = _dogs_split(root, split)
+    folders = sorted(p.name for p in images_dir.iterdir() if p.is_dir())
+    examples = []
+    for label, folder in enumerate(folders):
+        for image in sorted((images_dir / folder).glob("*.jpg")):
+            rel = f"{folder}/{image.name}"
+            if wanted is not None and rel not in wanted:
+                continue
+            note = require(notes_dir / folder / image.stem, "Stanford Dogs annotation")
+            try:
+                box = ET.parse(note).getroot().find("object/bndbox")
+                x0, y0, x1, y1 = (float(box.find(t).text) for t in ("xmin", "ymin", "xmax", "ymax"))
+            except (ET.ParseError, AttributeError, TypeError, ValueError):
+                raise FalipError(f"{note}: not a VOC annotation with an object box") from None
+            examples.append(ClsExample(rel, image, [x0, y0, x1 - x0, y1 - y0], label))
+    return ClsDataset([_readable(f) for f in folders], examples)
+
+
+WATERBIRDS_SPLITS = {"train": "0", "val": "1", "test": "2"}
+
+
+def load_waterbirds(root: Path, cub_root: Path, split: str = "test") -> ClsDataset:
+    """Waterbirds (`metadata.csv`: img_filename, y, split, place). The images are CUB birds pasted at
+    their CUB position, so the region is the CUB box of the same file (`cub_root`). Classes:
+    landbird (y=0), waterbird (y=1); the group is (bird, place) for worst-group accuracy."""
+    root = Path(root)
+    if split not in WATERBIRDS_SPLITS:
+        raise FalipError(f"unknown Waterbirds split {split!r}; choose {', '.join(WATERBIRDS_SPLITS)}")
+    meta = require(root / "metadata.csv", "Waterbirds metadata.csv")
+    t = _cub_tables(Path(cub_root))
+    box_of = {rel: t["boxes"][i] for i, rel in t["images"].items() if i in t["boxes"]}
+    examples = []
+    with open(meta, newline="") as handle:
+        for row in csv.DictReader(handle):
+            try:
+                if row["split"] != WATERBIRDS_SPLITS[split]:
+                    continue
+                rel, y, place = row["img_filename"], int(row["y"]), int(row["place"])
+            except (KeyError, ValueError) as exc:
+                raise FalipError(f"{meta}: missing or bad column {exc}") from None
+            if rel not in box_of:
+                raise FalipError(f"{rel}: no CUB box for this Waterbirds image in {cub_root}")
+            group = f"{('landbird', 'waterbird')[y]}/{('land', 'water')[place]}"
+            examples.append(ClsExample(rel, require(root / rel, "Waterbirds image"), box_of[rel], y, group))
+    return ClsDataset(["landbird", "waterbird"], examples)
+
+
+def _mask_loader(path: Path, class_id: int):
+    def load() -> np.ndarray:
+        with Image.open(path) as png:
+            rgb = np.asarray(png.convert("RGB")).astype(np.int64)
+        return (rgb[..., 0] + 256 * rgb[..., 1]) == class_id
+
+    return load
+
+
+def load_imagenet_s(root: Path, names: Optional[Path] = None, split: str = "validation", region: str = "mask", categories: Optional[Path] = None) -> ClsDataset:
+    """ImageNet-S (`ImageNetS919`, `ImageNetS300` or `ImageNetS50` folder): images in `<split>/<wnid>/`,
+    semantic masks in `<split>-segmentation/<wnid>/*.png` whose class id is R + 256 G (1-based
+    index into the sorted wnids). The region is the class's mask (`region="mask"`) or its box
+    (`"box"`). `names`: optional "wnid name" lines for readable class names. `categories`: the
+    variant's category list (ImageNet-S's `ImageNetS_categories_im919.txt`), needed when the folder
+    holds only some classes; by default the sorted class folders are the categories."""
+    root = Path(root)
+    if region not in ("mask", "box"):
+        raise FalipError(f"unknown ImageNet-S region {region!r}; choose mask or box")
+    images_dir = require(root / split, f"ImageNet-S image folder {split}/")
+    masks_dir = require(root / f"{split}-segmentation", f"ImageNet-S mask folder {split}-segmentation/")
+    wnids = sorted(p.name for p in masks_dir.iterdir() if p.is_dir())
+    if categories is not None:
+        wnids = [w.strip() for w in require(Path(categories), "ImageNet-S category list").read_text().split() if w.strip()]
+    readable = {}
+    if names is not None:
+        for line in require(Path(names), "class-name file").read_text().splitlines():
+            if line.strip():
+                wnid, _, name = line.strip().partition(" ")
+                readable[wnid] = name.strip().split(",")[0]
+    examples = []
+    for label, wnid in enumerate(wnids):
+        for mask in sorted((masks_dir / wnid).glob("*.png")) if (masks_dir / wnid).is_dir() else []:
+            image = next((p for p in (images_dir / wnid).glob(mask.stem + ".*")), None)
+            if image is None:
+                raise FalipError(f"no image for mask {mask} in {images_dir / wnid}")
+            loader = _mask_loader(mask, label + 1)
+            examples.append(ClsExample(f"{wnid}/{mask.stem}", image, loader if region == "mask" else _box_of(loader), label))
+    return ClsDataset([readable.get(w, w) for w in wnids], examples)
+
+
+def _box_of(mask_loader):
+    def load() -> list[float]:
+        from ..regions import region_box
+
+        x0, y0, x1, y1 = region_box(mask_loader())
+        return [x0, y0, x1 - x0, y1 - y0]
+
+    return load

@@ -1,0 +1,71 @@
+"""Summaries of a results file: accuracy with a Wilson 95% interval per system, as markdown, CSV
+and JSON. A tie between boxes counts as the expected accuracy of breaking it at random."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from ..stats import Accuracy
+
+METRICS = ("top1", "top5", "correct")
+
+
+def summarise(records: list[dict]) -> dict[str, dict]:
+    """{system: {metric: Accuracy-as-dict}, plus "worst_group" when records carry groups}."""
+    systems: dict[str, dict[str, list[float]]] = {}
+    groups: dict[str, dict[str, list[float]]] = {}
+    for record in records:
+        for system, result in record["results"].items():
+            bucket = systems.setdefault(system, {})
+            for metric in METRICS:
+                if metric in result:
+                    bucket.setdefault(metric, []).append(float(result[metric]))
+            if record.get("group") is not None:
+                key = "top1" if "top1" in result else "correct"
+                groups.setdefault(system, {}).setdefault(record["group"], []).append(float(result[key]))
+    out = {}
+    for system, metrics in systems.items():
+        out[system] = {m: Accuracy(sum(v), len(v)).to_dict() for m, v in metrics.items()}
+        if system in groups:
+            worst = min(groups[system].items(), key=lambda kv: sum(kv[1]) / len(kv[1]))
+            out[system]["worst_group"] = {"group": worst[0], **Accuracy(sum(worst[1]), len(worst[1])).to_dict()}
+    return out
+
+
+def _cell(entry: dict | None) -> str:
+    if not entry or entry.get("accuracy") is None:
+        return "-"
+    lo, hi = entry["ci95"]
+    return f"{100 * entry['accuracy']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def markdown(summary: dict[str, dict]) -> str:
+    metrics = [m for m in (*METRICS, "worst_group") if any(m in s for s in summary.values())]
+    head = "| system | n | " + " | ".join(f"{m} % [95% CI]" for m in metrics) + " |"
+    rows = [head, "|" + "---|" * (len(metrics) + 2)]
+    for system, entry in summary.items():
+        n = next(iter(entry.values()))["n"]
+        rows.append(f"| {system} | {n} | " + " | ".join(_cell(entry.get(m)) for m in metrics) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def to_csv(summary: dict[str, dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["system", "metric", "accuracy", "ci95_low", "ci95_high", "n"])
+    for system, entry in summary.items():
+        for metric, value in entry.items():
+            writer.writerow([system, metric, value["accuracy"], *value["ci95"], value["n"]])
+    return buffer.getvalue()
+
+
+def write_summary(folder: Path, records: list[dict]) -> dict[str, dict]:
+    summary = summarise(records)
+    folder = Path(folder)
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (folder / "summary.csv").write_text(to_csv(summary))
+    (folder / "summary.md").write_text(markdown(summary))
+    return summary

@@ -1,0 +1,136 @@
+"""`falip eval`: results per example, resume after an interruption, summaries with intervals."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import falip
+from falip.cli import cli
+from falip.datasets import ClsDataset, ClsExample, RecExpression, RecImage
+from falip.errors import FalipError
+from falip.evaluation import runner as runner_module
+from falip.evaluation.runner import RunConfig, run_cls, run_rec
+from falip.evaluation.summary import summarise
+
+
+def rec_images(count=4):
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(count):
+        image = rng.integers(0, 255, size=(40, 48, 3), dtype=np.uint8)
+        boxes = [[0, 0, 20, 20], [24, 4, 20, 30], [5, 22, 12, 12]]
+        exprs = [RecExpression(f"{i}:{j}", text, [boxes[j]]) for j, text in enumerate((f"red {i}", f"blue thing {i}"))]
+        out.append(RecImage(f"img{i}", (lambda im=image: im), boxes, exprs))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny(hf_dir):
+    return {"tiny": falip.load(hf_dir)}
+
+
+def config(**changes):
+    base = dict(task="rec", dataset="fixture", models=["tiny"], methods=["plain", "falip", "replace-q", "crop"], alpha=2.0)
+    return RunConfig(**{**base, **changes})
+
+
+def test_interrupted_run_resumes_where_it_stopped_and_matches_an_uninterrupted_one(tiny, tmp_path, monkeypatch):
+    full = run_rec(tiny, rec_images(), config(), tmp_path / "full", progress=False)
+
+    calls = {"n": 0}
+    original = runner_module.region_features
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 9:  # the third image, after two are written
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(runner_module, "region_features", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        run_rec(tiny, rec_images(), config(), tmp_path / "cut", progress=False)
+    written = (tmp_path / "cut" / "results.jsonl").read_text().splitlines()
+    assert len(written) == 4  # two images x two expressions
+    with open(tmp_path / "cut" / "results.jsonl", "a") as handle:
+        handle.write('{"key": "2:0", "resu')  # a line cut short by the interruption
+
+    calls["n"] = -1000  # no more failures; count what the resumed run computes
+    resumed = run_rec(tiny, rec_images(), config(), tmp_path / "cut", progress=False)
+    assert calls["n"] == -1000 + 2 * 4  # only the two missing images, 4 methods each
+    assert resumed == full
+    records = [json.loads(line) for line in (tmp_path / "cut" / "results.jsonl").read_text().splitlines()]
+    assert [r["key"] for r in records] == [f"{i}:{j}" for i in range(4) for j in range(2)]
+
+
+def test_resume_with_other_settings_is_refused(tiny, tmp_path):
+    run_rec(tiny, rec_images(1), config(), tmp_path, progress=False)
+    with pytest.raises(FalipError, match="alpha differ"):
+        run_rec(tiny, rec_images(1), config(alpha=0.5), tmp_path, progress=False)
+    run_rec(tiny, rec_images(1), config(alpha=0.5), tmp_path, overwrite=True, progress=False)
+
+
+def test_plain_ties_count_as_chance_and_limit_cuts_expressions(tiny, tmp_path):
+    summary = run_rec(tiny, rec_images(), config(methods=["plain"]), tmp_path, limit=5, progress=False)
+    assert summary["tiny/plain"]["correct"]["n"] == 5
+    assert summary["tiny/plain"]["correct"]["accuracy"] == pytest.approx(1 / 3, abs=1e-4)
+    for name in ("summary.md", "summary.csv", "summary.json"):
+        assert (tmp_path / name).is_file()
+    assert "| tiny/plain | 5 | 33.3 [" in (tmp_path / "summary.md").read_text()
+
+
+def test_subtract_and_ensemble_match_a_recomputation(tiny, tmp_path):
+    from falip.tasks.methods import region_features, text_features
+
+    images = rec_images(2)
+    summary = run_rec(tiny, images, config(methods=["falip", "blur"], subtract=2, ensemble="sum"), tmp_path, progress=False)
+    assert set(summary) == {"tiny/falip", "tiny/blur", "ensemble"}
+    model = tiny["tiny"]
+    scale = model.backbone.logit_scale.exp().item()
+    for record in map(json.loads, (tmp_path / "results.jsonl").read_text().splitlines()):
+        item = next(i for i in images if i.key == record["image"])
+        assert len(record["negatives"]) == 2 and not set(record["negatives"]) & {e.text for e in item.expressions}
+        probs = 0
+        for method in ("falip", "blur"):
+            feats = region_features(model, item.image(), item.boxes, method, alpha=2.0)
+            score = scale * feats @ text_features(model, [record["text"]]).T
+            score = score[:, 0] - (scale * feats @ text_features(model, record["negatives"]).T).mean(1)
+            assert record["results"][f"tiny/{method}"]["pred"] == int(score.argmax())
+            probs = probs + score.softmax(0)
+        assert record["results"]["ensemble"]["pred"] == int(probs.argmax())
+
+
+def test_classification_top1_top5_and_worst_group(tiny, tmp_path):
+    rng = np.random.default_rng(1)
+    examples = [ClsExample(str(i), (lambda im=rng.integers(0, 255, (40, 48, 3), dtype=np.uint8): im), [4, 4, 20, 20], i % 3, f"g{i % 2}")
+                for i in range(6)]
+    data = ClsDataset(["a", "b", "c"], examples)
+    summary = run_cls(tiny, data, config(task="cls", methods=["plain", "falip"], templates="photo"), tmp_path, progress=False)
+    assert summary["tiny/plain"]["top5"]["accuracy"] == 1.0  # 3 classes: always in the top 5
+    assert summary["tiny/falip"]["top1"]["n"] == 6
+    assert summary["tiny/falip"]["worst_group"]["group"] in ("g0", "g1")
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    by_hand = sum(r["results"]["tiny/falip"]["pred"] == r["label"] for r in records) / 6
+    assert summary["tiny/falip"]["top1"]["accuracy"] == pytest.approx(by_hand, abs=1e-4)
+
+
+def test_summary_counts_fractions_and_intervals():
+    records = [{"key": str(i), "results": {"m": {"correct": c}}} for i, c in enumerate([1, 0, 0.5, 1])]
+    entry = summarise(records)["m"]["correct"]
+    assert entry["accuracy"] == 0.625 and entry["n"] == 4
+    assert entry["ci95"][0] < 0.625 < entry["ci95"][1]
+
+
+def test_cli_eval_on_the_scene_world(tmp_path):
+    out = tmp_path / "rec"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["eval", "rec", "scenes", "--count", "3", "--method", "plain,falip,red_circle+falip", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "toy/red_circle+falip" in result.output and (out / "summary.md").is_file()
+    again = runner.invoke(cli, ["eval", "rec", "scenes", "--count", "3", "--method", "plain,falip,red_circle+falip", "--out", str(out), "--quiet"])
+    assert again.exit_code == 0 and again.output == result.output  # resumed: nothing left, same table
+    bad = runner.invoke(cli, ["eval", "rec", "scenes", "--method", "arrow", "--out", str(tmp_path / "x")])
+    assert isinstance(bad.exception, FalipError) and "unknown method 'arrow'" in str(bad.exception)
+    listed = runner.invoke(cli, ["eval", "methods"])
+    assert {"falip", "feature-mask", "replace-q", "replace-kv", "cpt", "red_circle+falip"} <= set(listed.output.split())

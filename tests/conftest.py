@@ -46,14 +46,14 @@ def byte_vocab() -> dict[str, int]:
     return {t: i for i, t in enumerate(tokens)}
 
 
-def make_hf_dir(path: Path, act: str = "quick_gelu", seed: int = 0) -> Path:
+def make_hf_dir(path: Path, act: str = "quick_gelu", seed: int = 0, layers: int = 6) -> Path:
     """A tiny random `CLIPModel` with its tokenizer, written with `save_pretrained`."""
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
     torch.manual_seed(seed)
     text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, vocab_size=520,
                 max_position_embeddings=16, hidden_act=act, bos_token_id=512, eos_token_id=513, pad_token_id=513)
-    vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=6, num_attention_heads=4, image_size=32,
+    vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4, image_size=32,
                   patch_size=8, hidden_act=act)
     config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
     model = CLIPModel(config).eval()

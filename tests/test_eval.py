@@ -73,11 +73,11 @@ def test_resume_with_other_settings_is_refused(tiny, tmp_path):
 
 def test_plain_ties_count_as_chance_and_limit_cuts_expressions(tiny, tmp_path):
     summary = run_rec(tiny, rec_images(), config(methods=["plain"]), tmp_path, limit=5, progress=False)
-    assert summary["tiny/plain"]["correct"]["n"] == 5
-    assert summary["tiny/plain"]["correct"]["accuracy"] == pytest.approx(1 / 3, abs=1e-4)
+    assert summary["tiny:plain"]["correct"]["n"] == 5
+    assert summary["tiny:plain"]["correct"]["accuracy"] == pytest.approx(1 / 3, abs=1e-4)
     for name in ("summary.md", "summary.csv", "summary.json"):
         assert (tmp_path / name).is_file()
-    assert "| tiny/plain | 5 | 33.3 [" in (tmp_path / "summary.md").read_text()
+    assert "| tiny:plain | 5 | 33.3 [" in (tmp_path / "summary.md").read_text()
 
 
 def test_subtract_and_ensemble_match_a_recomputation(tiny, tmp_path):
@@ -85,7 +85,7 @@ def test_subtract_and_ensemble_match_a_recomputation(tiny, tmp_path):
 
     images = rec_images(2)
     summary = run_rec(tiny, images, config(methods=["falip", "blur"], subtract=2, ensemble="sum"), tmp_path, progress=False)
-    assert set(summary) == {"tiny/falip", "tiny/blur", "ensemble"}
+    assert set(summary) == {"tiny:falip", "tiny:blur", "ensemble"}
     model = tiny["tiny"]
     scale = model.backbone.logit_scale.exp().item()
     for record in map(json.loads, (tmp_path / "results.jsonl").read_text().splitlines()):
@@ -96,7 +96,7 @@ def test_subtract_and_ensemble_match_a_recomputation(tiny, tmp_path):
             feats = region_features(model, item.image(), item.boxes, method, alpha=2.0)
             score = scale * feats @ text_features(model, [record["text"]]).T
             score = score[:, 0] - (scale * feats @ text_features(model, record["negatives"]).T).mean(1)
-            assert record["results"][f"tiny/{method}"]["pred"] == int(score.argmax())
+            assert record["results"][f"tiny:{method}"]["pred"] == int(score.argmax())
             probs = probs + score.softmax(0)
         assert record["results"]["ensemble"]["pred"] == int(probs.argmax())
 
@@ -107,12 +107,12 @@ def test_classification_top1_top5_and_worst_group(tiny, tmp_path):
                 for i in range(6)]
     data = ClsDataset(["a", "b", "c"], examples)
     summary = run_cls(tiny, data, config(task="cls", methods=["plain", "falip"], templates="photo"), tmp_path, progress=False)
-    assert summary["tiny/plain"]["top5"]["accuracy"] == 1.0  # 3 classes: always in the top 5
-    assert summary["tiny/falip"]["top1"]["n"] == 6
-    assert summary["tiny/falip"]["worst_group"]["group"] in ("g0", "g1")
+    assert summary["tiny:plain"]["top5"]["accuracy"] == 1.0  # 3 classes: always in the top 5
+    assert summary["tiny:falip"]["top1"]["n"] == 6
+    assert summary["tiny:falip"]["worst_group"]["group"] in ("g0", "g1")
     records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
-    by_hand = sum(r["results"]["tiny/falip"]["pred"] == r["label"] for r in records) / 6
-    assert summary["tiny/falip"]["top1"]["accuracy"] == pytest.approx(by_hand, abs=1e-4)
+    by_hand = sum(r["results"]["tiny:falip"]["pred"] == r["label"] for r in records) / 6
+    assert summary["tiny:falip"]["top1"]["accuracy"] == pytest.approx(by_hand, abs=1e-4)
 
 
 def test_summary_counts_fractions_and_intervals():
@@ -127,10 +127,16 @@ def test_cli_eval_on_the_scene_world(tmp_path):
     runner = CliRunner()
     result = runner.invoke(cli, ["eval", "rec", "scenes", "--count", "3", "--method", "plain,falip,red_circle+falip", "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
-    assert "toy/red_circle+falip" in result.output and (out / "summary.md").is_file()
+    assert "toy:red_circle+falip" in result.output and (out / "summary.md").is_file()
     again = runner.invoke(cli, ["eval", "rec", "scenes", "--count", "3", "--method", "plain,falip,red_circle+falip", "--out", str(out), "--quiet"])
     assert again.exit_code == 0 and again.output == result.output  # resumed: nothing left, same table
     bad = runner.invoke(cli, ["eval", "rec", "scenes", "--method", "arrow", "--out", str(tmp_path / "x")])
     assert isinstance(bad.exception, FalipError) and "unknown method 'arrow'" in str(bad.exception)
     listed = runner.invoke(cli, ["eval", "methods"])
     assert {"falip", "feature-mask", "replace-q", "replace-kv", "cpt", "red_circle+falip"} <= set(listed.output.split())
+
+
+def test_rec_benchmark_smoke_run_reports_same_picks():
+    result = CliRunner().invoke(cli, ["bench", "--small", "--rec", "2,1", "--boxes", "3"])
+    assert result.exit_code == 0, result.output
+    assert "3 expressions, 3 boxes per image" in result.output and "same picks: True" in result.output

@@ -76,17 +76,28 @@ def score(image, model_name, boxes, masks, texts, box_format, alpha, sigma, laye
 @click.option("--repeats", default=2, show_default=True, help="Timed runs per approach; the best counts.")
 @click.option("--threads", type=int, default=None, help="torch threads [default: torch's].")
 @click.option("--small", is_flag=True, help="A tiny ViT instead of ViT-B/16 (a smoke run).")
-def bench(regions, images, repeats, threads, small) -> None:
-    """Regions/s: the authors' approach vs a batched forward vs this engine."""
+@click.option("--rec", "rec_expressions", default=None, help="Instead: a RefCOCO-shaped workload; comma-separated expressions per image, e.g. 8,7.")
+@click.option("--boxes", default=10, show_default=True, help="With --rec: boxes per image.")
+def bench(regions, images, repeats, threads, small, rec_expressions, boxes) -> None:
+    """Regions/s: the authors' approach vs a batched forward vs this engine (or, with --rec,
+    expressions/s on a referring-expression workload)."""
     import torch
 
     from . import bench as bench_mod
-    from .backbones.clip import VisionConfig
+    from .backbones.clip import TextConfig, VisionConfig
 
     if threads:
         torch.set_num_threads(threads)
-    counts = [int(v) for v in _floats(regions, "--regions")]
     vision = VisionConfig(width=64, layers=6, heads=2, patch_size=16, image_size=64, mlp_dim=128, output_dim=32) if small else bench_mod.VIT_B16
+    if rec_expressions:
+        counts = [int(v) for v in _floats(rec_expressions, "--rec")]
+        text = TextConfig(width=32, layers=1, heads=1, context_length=16, vocab_size=64, mlp_dim=64, output_dim=32) if small else bench_mod.CLIP_B16_TEXT
+        row = bench_mod.run_rec_workload(counts, boxes, vision, text)
+        click.echo(f"ViT {vision.layers}x{vision.width} patch {vision.patch_size} @ {vision.image_size}px, text {text.layers}x{text.width} "
+                   f"(random weights), torch {torch.__version__}, {torch.get_num_threads()} threads")
+        click.echo(bench_mod.format_rec_row(row, boxes, len(counts)))
+        return
+    counts = [int(v) for v in _floats(regions, "--regions")]
     click.echo(bench_mod.header(vision, images, repeats))
     bench_mod.run(counts, images, vision, repeats, log=click.echo)
 

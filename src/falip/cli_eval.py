@@ -37,9 +37,16 @@ def _shared_options(func):
 
 
 def _models(names, device, preprocess) -> dict:
+    """Loaded models under short row names: a local path's last part, a hub id as it is."""
     from .model import load
 
-    return {name: load(name, device, preprocess=preprocess) for name in names}
+    out = {}
+    for name in names:
+        short = Path(name).name if Path(name).exists() else name
+        while short in out:
+            short += "'"
+        out[short] = load(name, device, preprocess=preprocess)
+    return out
 
 
 def _layers(text):

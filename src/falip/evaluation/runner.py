@@ -30,7 +30,8 @@ TIE = 1e-6  # scores this close count as tied: the expected accuracy of a random
 
 @dataclass
 class RunConfig:
-    """Everything that decides a run's numbers; saved beside the results and checked on resume."""
+    """Everything that decides a run's numbers; saved beside the results and checked on resume.
+    Result rows are named "<model>:<method>" (and "ensemble")."""
 
     task: str
     dataset: str
@@ -111,7 +112,7 @@ def run_rec(models: dict, images: Sequence[RecImage], config: RunConfig, out: Pa
                 if negatives:
                     neg = torch.stack([scale * feats @ texts(name, model, method, n).T for n in negatives], dim=1)  # (R, E, N)
                     scores = torch.stack([subtract(scores[:, j : j + 1], neg[:, j]).squeeze(1) for j in range(len(exprs))], 1)
-                all_scores[f"{name}/{method}"] = scores
+                all_scores[f"{name}:{method}"] = scores
         if config.ensemble:
             all_scores["ensemble"] = ensemble(list(all_scores.values()), config.ensemble)
         records = []
@@ -152,6 +153,6 @@ def run_cls(models: dict, data: ClsDataset, config: RunConfig, out: Path, *, lim
                 feats = region_features(model, image, [region], method, **config.falip_options())
                 scores = feats @ classes[(name, method)].T
                 hits = top_k(scores, [example.label])
-                results[f"{name}/{method}"] = {"pred": int(scores.argmax()), "top1": bool(hits[1][0]), "top5": bool(hits[5][0])}
+                results[f"{name}:{method}"] = {"pred": int(scores.argmax()), "top1": bool(hits[1][0]), "top5": bool(hits[5][0])}
         store.add([{"key": example.key, "label": example.label, "group": example.group, "results": results}])
     return write_summary(out, store.records)

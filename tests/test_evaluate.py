@@ -32,3 +32,23 @@ def test_without_a_region_prompt_every_box_ties_and_the_first_wins(hf_dir):
     assert res["rec_attribute"].total + res["rec_relational"].total == len(exprs)
     assert res["region_cls"].total == sum(len(s.objects) for s in split.multis)
     assert ev.naming(split.singles).total == 6
+
+
+def test_linear_probe_finds_what_the_features_encode():
+    """A fake model whose image feature is the colour alone: colour is read perfectly, shape is not."""
+    import torch
+
+    from falip.scenes.evaluate import linear_probe
+
+    class ColourOnly:
+        def encode_image(self, images):  # the RGB of the most saturated pixel: the object's colour
+            out = []
+            for img in images:
+                flat = torch.as_tensor(img.reshape(-1, 3), dtype=torch.float32)
+                out.append(flat[(flat.amax(1) - flat.amin(1)).argmax()] / 255)
+            return torch.stack(out)
+
+    split = Split.make("train", 60, 0, size=32)
+    probe = linear_probe(ColourOnly(), split.singles[:40], split.singles[40:])
+    assert probe["colour"].value >= 0.9
+    assert probe["shape"].value < 0.6

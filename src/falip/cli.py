@@ -148,21 +148,39 @@ def demo(model_name, image, boxes, text, labels, seed, alpha, sigma, layers, out
 @click.option("--steps", default=660, show_default=True)
 @click.option("--minutes", default=29.0, show_default=True, help="Wall-clock limit; stops at a whole step.")
 @click.option("--batch", default=96, show_default=True)
+@click.option("--width", default=128, show_default=True, help="Image tower width (the projection too).")
+@click.option("--layers", default=12, show_default=True, help="Image tower depth.")
+@click.option("--lr", default=1e-3, show_default=True)
+@click.option("--shape-rate", default=0.65, show_default=True, help="Share of contrast twins that differ in shape (else texture).")
 @click.option("--seed", default=0, show_default=True)
-def train_toy(out, steps, minutes, batch, seed) -> None:
-    """Train the embedded toy CLIP from scratch on generated scenes (CPU)."""
+@click.option("--device", default="cpu", show_default=True, help="cuda where a GPU is lent: many more steps in the same minutes.")
+@click.option("--workers", default=1, show_default=True, help="Data-loader processes rendering scenes.")
+def train_toy(out, steps, minutes, batch, width, layers, lr, shape_rate, seed, device, workers) -> None:
+    """Train the embedded toy CLIP from scratch on generated scenes (CPU by default)."""
     from .scenes.train import TrainConfig, train
 
-    summary = train(TrainConfig(steps=steps, minutes=minutes, batch=batch, seed=seed), out, log=click.echo)
+    cfg = TrainConfig(steps=steps, minutes=minutes, batch=batch, width=width, layers=layers, lr=lr,
+                      shape_rate=shape_rate, seed=seed, device=device, workers=workers)
+    summary = train(cfg, out, log=click.echo)
     click.echo(f"{summary['steps_done']} steps in {summary['seconds']} s, final loss {summary['final_loss']}; saved to {out}")
 
 
 @cli.command("eval-toy")
 @click.option("--model", "-m", "model_name", default="toy", show_default=True)
 @click.option("--write", is_flag=True, help="Write metrics.json and MODEL_CARD.md into the model's directory.")
-def eval_toy(model_name, write) -> None:
+@click.option("--probe", is_flag=True, help="Only a linear probe per attribute on the image features (1500 train, 500 test single objects).")
+def eval_toy(model_name, write, probe) -> None:
     """Measure a scene-world CLIP on held-out scenes (naming, referring expressions, region classification)."""
     from .model import load
+
+    if probe:
+        from .scenes.evaluate import Split, linear_probe
+
+        model = load(model_name)
+        train, test = Split.make("train", 1500, 0, offset=10_000_000), Split.make("test", 500, 0)
+        for attribute, acc in linear_probe(model, train.singles, test.singles).items():
+            click.echo(f"linear probe, {attribute}: {acc}")
+        return
     from .scenes.report import markdown_table, measure, write_report
 
     from .backbones.toy import checkpoint_dir

@@ -153,3 +153,36 @@ def tuning_grid(depth: int) -> list[Setting]:
     return [Setting(a, s, l) for a, s, l in itertools.product(alphas, sigmas, layer_sets)]
 
 
+
+
+def linear_probe(model, train: Sequence[Scene], test: Sequence[Scene], steps: int = 300) -> dict[str, Accuracy]:
+    """Does the image feature carry each attribute at all? A multinomial logistic regression per
+    attribute, fitted on `train` single-object scenes' image features and scored on `test`. Unlike
+    `Evaluator.attributes` it needs no text, so it tells a vision-side gap from a text-side one."""
+    from .world import COLOURS, SHAPES, SIZES, TEXTURES
+
+    def features(scenes):
+        return _unit(model.encode_image([s.image for s in scenes]))
+
+    x_train, x_test = features(train), features(test)
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+    out = {}
+    for attribute, values in (("colour", list(COLOURS)), ("shape", list(SHAPES)), ("size", list(SIZES)), ("texture", list(TEXTURES))):
+        y_train = torch.tensor([values.index(getattr(s.objects[0], attribute)) for s in train])
+        y_test = torch.tensor([values.index(getattr(s.objects[0], attribute)) for s in test])
+        weight = torch.zeros(x_train.shape[1], len(values), requires_grad=True)
+        bias = torch.zeros(len(values), requires_grad=True)
+        optimiser = torch.optim.LBFGS([weight, bias], max_iter=steps)
+
+        def closure():
+            optimiser.zero_grad()
+            loss = F.cross_entropy(x_train @ weight + bias, y_train) + 1e-3 * weight.pow(2).sum()
+            loss.backward()
+            return loss
+
+        with torch.enable_grad():
+            optimiser.step(closure)
+        with torch.no_grad():
+            out[attribute] = Accuracy(int(((x_test @ weight + bias).argmax(1) == y_test).sum()), len(test))
+    return out

@@ -75,3 +75,9 @@ def test_combinations_ablations_masks_and_cpt_text(hf_dir):
     assert torch.allclose(text_features(model, ["the dog"], method="cpt"), text_features(model, ["the dog is in red color"]))
     with pytest.raises(FalipError, match="unknown FALIP option"):
         box_features(model, image, boxes, "falip", alhpa=1.0)
+
+
+def test_subtract_takes_per_text_negatives():
+    scores = torch.tensor([[0.30, 0.10], [0.28, 0.20]])
+    per_text = torch.tensor([[[0.29, 0.31], [0.0, 0.0]], [[0.20, 0.22], [0.4, 0.4]]])  # (R, T, N)
+    assert torch.allclose(subtract(scores, per_text), torch.tensor([[0.0, 0.10], [0.07, -0.20]]))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 from PIL import Image
@@ -55,7 +55,7 @@ class RecImage:
 class ClsExample:
     key: str
     image: ImageSource
-    region: Union[Box, Callable[[], np.ndarray]]  # a box, or a loader of a binary mask
+    region: Union[Box, Callable[[], Union[Box, np.ndarray]]]  # a box, or a loader of a box or binary mask
     label: int
     group: Optional[str] = None  # e.g. Waterbirds' (bird, place) group, for worst-group accuracy
 
@@ -116,7 +116,3 @@ def coco_boxes(instances: Path) -> tuple[dict[str, dict], dict[str, list[dict]]]
     except (KeyError, TypeError) as exc:
         raise FalipError(f"{instances}: not a COCO instances file (missing {exc})") from None
     return images, anns
-
-
-def limit(items: Sequence, count: Optional[int]) -> list:
-    return list(items if count is None else items[:count])

@@ -111,7 +111,7 @@ def run_rec(models: dict, images: Sequence[RecImage], config: RunConfig, out: Pa
                 scores = scale * feats @ texts(name, model, method, [e.text for e in exprs]).T  # (R, E)
                 if negatives:
                     neg = torch.stack([scale * feats @ texts(name, model, method, n).T for n in negatives], dim=1)  # (R, E, N)
-                    scores = torch.stack([subtract(scores[:, j : j + 1], neg[:, j]).squeeze(1) for j in range(len(exprs))], 1)
+                    scores = subtract(scores, neg)
                 all_scores[f"{name}:{method}"] = scores
         if config.ensemble:
             all_scores["ensemble"] = ensemble(list(all_scores.values()), config.ensemble)

@@ -37,8 +37,11 @@ def sample_negatives(pool: Sequence[str], exclude: Sequence[str], count: int, se
 
 
 def subtract(scores: torch.Tensor, negative_scores: torch.Tensor) -> torch.Tensor:
-    """ReCLIP's post-processing: (R, T) scores minus each box's mean score over (R, N) negatives."""
-    return scores - negative_scores.mean(dim=1, keepdim=True)
+    """ReCLIP's post-processing: (R, T) scores minus each box's mean score over its negatives, given
+    as (R, N) shared by every text or (R, T, N), each text with its own negatives."""
+    if negative_scores.dim() == 2:
+        negative_scores = negative_scores[:, None, :]
+    return scores - negative_scores.mean(dim=-1)
 
 
 def ensemble(scores: Sequence[torch.Tensor], how: str = "sum") -> torch.Tensor:

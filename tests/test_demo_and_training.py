@@ -53,3 +53,11 @@ def test_demo_with_user_inputs_and_its_errors(hf_dir, tmp_path, monkeypatch, cap
     assert code == 2 and "box lies wholly outside the 60x40 image" in out.err
     code, out = run("--image", str(tmp_path / "img.png"), "--box", "0,0,5,5", "--text", " ")
     assert code == 2 and "non-empty --text" in out.err
+
+
+def test_shape_pilot_smoke_run():
+    from falip.scenes.train import shape_pilot
+
+    out = shape_pilot(steps=2, batch=4, image_size=32, patch=8, width=32, layers=2, test_scenes=10, log=lambda _: None)
+    assert out["images_seen"] == 8 and 0.0 <= out["test_shape_accuracy"] <= 1.0
+    assert out["final_loss"] > 0 and out["chance_loss"] == 1.6094

@@ -165,6 +165,18 @@ def train_toy(out, steps, minutes, batch, width, layers, lr, shape_rate, seed, d
     click.echo(f"{summary['steps_done']} steps in {summary['seconds']} s, final loss {summary['final_loss']}; saved to {out}")
 
 
+@cli.command("shape-pilot")
+@click.option("--steps", default=120, show_default=True)
+@click.option("--image-size", default=128, show_default=True)
+@click.option("--patch", default=16, show_default=True)
+@click.option("--lr", default=1e-3, show_default=True)
+def shape_pilot(steps, image_size, patch, lr) -> None:
+    """Diagnose the toy model: can its ViT learn shape, supervised, in a CPU budget?"""
+    from .scenes.train import shape_pilot as run_pilot
+
+    click.echo(run_pilot(steps, image_size=image_size, patch=patch, lr=lr, log=click.echo))
+
+
 @cli.command("eval-toy")
 @click.option("--model", "-m", "model_name", default="toy", show_default=True)
 @click.option("--write", is_flag=True, help="Write metrics.json and MODEL_CARD.md into the model's directory.")

@@ -170,11 +170,13 @@ def train_toy(out, steps, minutes, batch, width, layers, lr, shape_rate, seed, d
 @click.option("--image-size", default=128, show_default=True)
 @click.option("--patch", default=16, show_default=True)
 @click.option("--lr", default=1e-3, show_default=True)
-def shape_pilot(steps, image_size, patch, lr) -> None:
+@click.option("--width", default=128, show_default=True)
+@click.option("--layers", default=12, show_default=True)
+def shape_pilot(steps, image_size, patch, lr, width, layers) -> None:
     """Diagnose the toy model: can its ViT learn shape, supervised, in a CPU budget?"""
     from .scenes.train import shape_pilot as run_pilot
 
-    click.echo(run_pilot(steps, image_size=image_size, patch=patch, lr=lr, log=click.echo))
+    click.echo(run_pilot(steps, image_size=image_size, patch=patch, width=width, layers=layers, lr=lr, log=click.echo))
 
 
 @cli.command("eval-toy")

@@ -57,8 +57,8 @@ def _ablated_block(block: Block, x: torch.Tensor, weights: torch.Tensor, operati
     attn = block.attn
     y = block.ln_1(x)
     q, k, v = attn.qkv(y)  # (R, H, T, dh)
-    ctx = F.scaled_dot_product_attention(q, k, v)
-    ctx = torch.cat([_cls_context(block, y, q, k, v, weights, operation), ctx[:, :, 1:]], dim=2)
+    patch_ctx = F.scaled_dot_product_attention(q[:, :, 1:], k, v)  # patch rows: as in plain CLIP
+    ctx = torch.cat([_cls_context(block, y, q, k, v, weights, operation), patch_ctx], dim=2)
     return block.finish(x, attn.out_proj(ctx.transpose(1, 2).flatten(2)))
 
 

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .backbones.clip import ClipBackbone, ClipConfig, TextConfig, VisionConfig
 from .encoder import FovealEncoder
@@ -191,9 +192,9 @@ def run_rec_workload(
         picks, feats = [], []
         for pixels, rows, ids in cases:
             for e in range(len(ids)):
-                t = torch.nn.functional.normalize(model.text(ids[e : e + 1]), dim=-1)
+                t = F.normalize(model.text(ids[e : e + 1]), dim=-1)
                 f = torch.cat([visual(pixels, attention_bias(rows[b : b + 1]), layers) for b in range(len(rows))])
-                picks.append(int((torch.nn.functional.normalize(f, dim=-1) @ t.T).argmax()))
+                picks.append(int((F.normalize(f, dim=-1) @ t.T).argmax()))
                 feats.append(f)
         return picks, feats
 
@@ -201,8 +202,8 @@ def run_rec_workload(
         picks, feats = [], []
         for pixels, rows, ids in cases:
             f = engine(pixels, rows, torch.zeros(len(rows), dtype=torch.long), layers)
-            t = torch.nn.functional.normalize(model.text(ids), dim=-1)
-            picks += (torch.nn.functional.normalize(f, dim=-1) @ t.T).argmax(0).tolist()
+            t = F.normalize(model.text(ids), dim=-1)
+            picks += (F.normalize(f, dim=-1) @ t.T).argmax(0).tolist()
             feats += [f] * len(ids)
         return picks, feats
 

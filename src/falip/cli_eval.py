@@ -56,7 +56,8 @@ def _layers(text):
 
 
 def _data_options(**given) -> dict:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in given.items() if v is not None}
+    """The dataset options the user gave (click hands paths over as strings, so they save as JSON)."""
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _report(summary: dict, out: str) -> None:
@@ -132,5 +133,5 @@ def eval_methods() -> None:
     """List the region methods."""
     from .tasks.methods import METHODS
 
-    for name, method in METHODS.items():
+    for name in METHODS:
         click.echo(name)

@@ -76,10 +76,10 @@ def require(path: Path, what: str, hint: str = "") -> Path:
     return path
 
 
-def read_table(path: Path, what: str, columns: int) -> list[list[str]]:
+def read_table(path: Path, columns: int) -> list[list[str]]:
     """Whitespace-separated rows with at least `columns` fields (CUB's text files)."""
     rows = []
-    for number, line in enumerate(require(path, what).read_text().splitlines(), 1):
+    for number, line in enumerate(require(path, f"file {path.name}").read_text().splitlines(), 1):
         if not line.strip():
             continue
         fields = line.split(maxsplit=columns - 1)

@@ -32,11 +32,11 @@ def _readable(folder_name: str) -> str:
 def _cub_tables(root: Path) -> dict:
     for name in CUB_FILES:
         require(root / name, f"CUB-200-2011 file {name}", "the official CUB_200_2011 folder")
-    images = dict(read_table(root / "images.txt", "images.txt", 2))
-    boxes = {i: list(map(float, (x, y, w, h))) for i, x, y, w, h in read_table(root / "bounding_boxes.txt", "", 5)}
-    labels = dict(read_table(root / "image_class_labels.txt", "", 2))
-    is_train = dict(read_table(root / "train_test_split.txt", "", 2))
-    classes = sorted(((int(i), n) for i, n in read_table(root / "classes.txt", "", 2)))
+    images = dict(read_table(root / "images.txt", 2))
+    boxes = {i: list(map(float, (x, y, w, h))) for i, x, y, w, h in read_table(root / "bounding_boxes.txt", 5)}
+    labels = dict(read_table(root / "image_class_labels.txt", 2))
+    is_train = dict(read_table(root / "train_test_split.txt", 2))
+    classes = sorted(((int(i), n) for i, n in read_table(root / "classes.txt", 2)))
     return {"images": images, "boxes": boxes, "labels": labels, "is_train": is_train, "classes": classes}
 
 

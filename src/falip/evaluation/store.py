@@ -37,14 +37,15 @@ class ResultStore:
     def _read(self) -> list[dict]:
         if not self.path.is_file():
             return []
-        records, good = [], []
-        for line in self.path.read_text().splitlines():
+        lines = self.path.read_text().splitlines()
+        records = []
+        for line in lines:
             try:
                 records.append(json.loads(line))
-                good.append(line)
             except json.JSONDecodeError:
                 break  # an interrupted write: everything before it stands
-        self.path.write_text("".join(g + "\n" for g in good))
+        if len(records) < len(lines):  # drop the cut line, so appends start on a clean line
+            self.path.write_text("".join(line + "\n" for line in lines[: len(records)]))
         return records
 
     @property

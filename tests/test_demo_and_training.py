@@ -8,19 +8,29 @@ from PIL import Image
 import falip
 from falip.cli import main
 from falip.demo import run_demo
-from falip.scenes.train import TrainConfig, train
+from falip.scenes import make_scene
+from falip.scenes.train import VALUES, TrainConfig, presence, train
 
 
 def test_training_smoke_run_saves_a_loadable_checkpoint(tmp_path):
     cfg = TrainConfig(steps=3, batch=6, width=32, layers=2, heads=2, text_width=32, text_layers=1, text_heads=1,
                       image_size=32, patch=8, minutes=5.0)
     summary = train(cfg, tmp_path / "toy", log=lambda _: None)
-    assert summary["steps_done"] == 3 and np.isfinite(summary["final_loss"])
+    assert summary["steps_done"] == 3 and np.isfinite(summary["final_loss"]) and np.isfinite(summary["final_presence_loss"])
+    from safetensors.torch import load_file
+    assert not any("presence" in name for name in load_file(tmp_path / "toy" / "model.safetensors"))
     model = falip.load(tmp_path / "toy")
     assert model.depth == 2 and model.backbone.cfg.vision.grid == 4
     ids = model.tokenize(["a photo of the left red circle"])
     assert model.tokenizer.hf.convert_ids_to_tokens(ids[0, 1:5].tolist()) == ["a</w>", "photo</w>", "of</w>", "the</w>"]
     assert model.encode_text(["a photo of a red circle"]).shape == (1, 32)
+
+
+def test_presence_targets_name_what_the_objects_have():
+    scene = make_scene("val", 3, objects=3)
+    held = {v for v, on in zip(VALUES, presence(scene)) if on}
+    assert held == {getattr(o, a) for o in scene.objects for a in ("shape", "colour", "size", "texture")}
+    assert 4 <= len(held) < len(VALUES)
 
 
 def test_demo_moves_last_layer_attention_into_the_box(hf_dir, tmp_path):

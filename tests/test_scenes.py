@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from falip.scenes import COLOURS, class_names, make_scene
-from falip.scenes.world import ATTRIBUTES
+from falip.scenes.world import ATTRIBUTES, BLOCK, LATTICE
 
 
 def test_scenes_are_a_pure_function_of_split_and_index():
@@ -38,7 +38,7 @@ def test_boxes_are_exact():
             ys, xs = np.nonzero(dist < 40)
             x, y, w, h = obj.box
             assert xs.min() >= x - 1 and xs.max() <= x + w and ys.min() >= y - 1 and ys.max() <= y + h
-            assert xs.min() <= x + 1.5 and xs.max() >= x + w - 2.5 and ys.min() <= y + 1.5 and ys.max() >= y + h - 2.5
+            assert xs.min() <= x + 2.5 and xs.max() >= x + w - 2.5 and ys.min() <= y + 2.5 and ys.max() >= y + h - 2.5
             checked += 1
     assert checked > 20
 
@@ -76,3 +76,26 @@ def test_captions_name_every_object():
         for obj in scene.objects:
             assert obj.shape in caption
         assert caption.count(" and ") == len(scene.objects) - 1
+
+
+def _block_corner(obj, cell):
+    """The top-left cell of the block the object would be centred in, in cells (whole on the lattice)."""
+    span = BLOCK[obj.size]
+    return obj.centre[0] / cell - span / 2, obj.centre[1] / cell - span / 2
+
+
+def test_objects_sit_centred_in_separate_lattice_blocks():
+    """Small objects fill a 2 x 2 block of the 8 x 8 lattice (16 px cells at 128 px), big ones 3 x 3,
+    blocks never share a cell; `lattice=False` places them off the lattice."""
+    cell = 128 / LATTICE
+    off = 0
+    for index in range(30):
+        taken = np.zeros((LATTICE, LATTICE), int)
+        for obj in make_scene("val", index).objects:
+            col, row = _block_corner(obj, cell)
+            assert abs(col - round(col)) < 0.01 and abs(row - round(row)) < 0.01, obj
+            assert obj.box[2] < BLOCK[obj.size] * cell
+            taken[round(row):round(row) + BLOCK[obj.size], round(col):round(col) + BLOCK[obj.size]] += 1
+        assert taken.max() == 1
+        off += sum(abs(c - round(c)) > 0.05 for obj in make_scene("val", index, lattice=False).objects for c in _block_corner(obj, cell))
+    assert off > 20

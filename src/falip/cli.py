@@ -152,15 +152,17 @@ def demo(model_name, image, boxes, text, labels, seed, alpha, sigma, layers, out
 @click.option("--layers", default=12, show_default=True, help="Image tower depth.")
 @click.option("--lr", default=1e-3, show_default=True)
 @click.option("--shape-rate", default=0.65, show_default=True, help="Share of contrast twins that differ in shape (else texture).")
+@click.option("--presence-weight", default=1.0, show_default=True,
+              help="Weight of the auxiliary loss that predicts which attribute values the image holds (0: contrastive only).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cuda where a GPU is lent: many more steps in the same minutes.")
 @click.option("--workers", default=1, show_default=True, help="Data-loader processes rendering scenes.")
-def train_toy(out, steps, minutes, batch, width, layers, lr, shape_rate, seed, device, workers) -> None:
+def train_toy(out, steps, minutes, batch, width, layers, lr, shape_rate, presence_weight, seed, device, workers) -> None:
     """Train the embedded toy CLIP from scratch on generated scenes (CPU by default)."""
     from .scenes.train import TrainConfig, train
 
     cfg = TrainConfig(steps=steps, minutes=minutes, batch=batch, width=width, layers=layers, lr=lr,
-                      shape_rate=shape_rate, seed=seed, device=device, workers=workers)
+                      shape_rate=shape_rate, presence_weight=presence_weight, seed=seed, device=device, workers=workers)
     summary = train(cfg, out, log=click.echo)
     click.echo(f"{summary['steps_done']} steps in {summary['seconds']} s, final loss {summary['final_loss']}; saved to {out}")
 
@@ -172,11 +174,12 @@ def train_toy(out, steps, minutes, batch, width, layers, lr, shape_rate, seed, d
 @click.option("--lr", default=1e-3, show_default=True)
 @click.option("--width", default=128, show_default=True)
 @click.option("--layers", default=12, show_default=True)
-def shape_pilot(steps, image_size, patch, lr, width, layers) -> None:
+@click.option("--free", is_flag=True, help="Objects anywhere, not on the patch lattice (the world before the lattice).")
+def shape_pilot(steps, image_size, patch, lr, width, layers, free) -> None:
     """Diagnose the toy model: can its ViT learn shape, supervised, in a CPU budget?"""
     from .scenes.train import shape_pilot as run_pilot
 
-    click.echo(run_pilot(steps, image_size=image_size, patch=patch, width=width, layers=layers, lr=lr, log=click.echo))
+    click.echo(run_pilot(steps, image_size=image_size, patch=patch, width=width, layers=layers, lr=lr, lattice=not free, log=click.echo))
 
 
 @cli.command("eval-toy")

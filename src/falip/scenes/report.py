@@ -96,6 +96,16 @@ def markdown_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def presence_text(config: dict) -> str:
+    """How the card words the auxiliary presence loss, if the run used one."""
+    weight = config.get("presence_weight", 0.0)
+    if not weight:
+        return ""
+    return (f" plus {weight} x an auxiliary loss: a linear head on the image embedding predicts which shapes, colours,"
+            " sizes and textures the image holds (binary cross-entropy); the head is dropped after training, so the checkpoint"
+            " is a plain `CLIPModel`")
+
+
 def model_card(metrics: dict, training: dict) -> str:
     """The card beside the shipped checkpoint: what it is, how it was made, what it measures."""
     c = training["config"]
@@ -105,6 +115,8 @@ A small CLIP trained from scratch by this repository (`falip train-toy`, code in
 `src/falip/scenes/train.py`) on generated scenes of coloured shapes (`src/falip/scenes/world.py`):
 {", ".join(["circle", "square", "triangle", "diamond", "cross"])} in 6 colours, 2 sizes, plain or striped, 1-4 per
 image on cluttered backgrounds, each image paired with one generated caption naming its objects.
+Objects sit centred in blocks of an 8x8 lattice that matches the ViT's patch grid (2x2 cells for a
+small object, 3x3 for a big one): without it, the ViT did not learn shape within the CPU budget.
 Every scene comes with a contrast twin in the same batch: the same background and objects but one
 object's shape ({c.get("shape_rate", 0.65):.0%} of twins) or texture changed, captioned alike but for that
 word, so that colour alone cannot tell the captions apart (a first run without twins learnt colour
@@ -118,7 +130,7 @@ a real checkpoint (`falip.load("openai/clip-vit-base-patch16")`) for real images
 - Projection: {c["width"]}-d. Preprocessing: OpenAI's mean and std; images are made at the input size.
 
 ## Training
-Contrastive (CLIP) loss, AdamW (lr {c["lr"]}, {c["warmup"]} warm-up steps, cosine decay, weight decay {c["weight_decay"]}),
+Contrastive (CLIP) loss{presence_text(c)}, AdamW (lr {c["lr"]}, {c["warmup"]} warm-up steps, cosine decay, weight decay {c["weight_decay"]}),
 batch {c["batch"]}, seed {c["seed"]}, {c["threads"]} CPU threads. Planned {c["steps"]} steps with a {c["minutes"]}-minute limit:
 ran {training["steps_done"]} steps ({training["steps_done"] * c["batch"]} scenes, each seen once) in {training["seconds"]:.0f} s, final loss {training["final_loss"]}
 (torch {training["torch"]}). Training scenes come from the `train` seed stream; evaluation uses the disjoint `val` and `test` streams.

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..stats import Accuracy
 from ..tasks.methods import TEMPLATE, region_features, text_features
-from .world import Scene, class_names, make_scene
+from .world import ATTRIBUTE_VALUES, Scene, class_names, make_scene
 
 
 @dataclass(frozen=True)
@@ -86,12 +86,10 @@ class Evaluator:
     def attributes(self, scenes: Sequence[Scene]) -> dict[str, Accuracy]:
         """Single-object images: each attribute named among its own values ("a photo of a red shape"),
         to see which ones the model has learnt."""
-        from .world import COLOURS, SHAPES, SIZES, TEXTURES
-
         images = _unit(self.model.encode_image([s.image for s in scenes]))
         out = {}
-        for attribute, values, phrase in (("colour", list(COLOURS), "a {} shape"), ("shape", list(SHAPES), "a {}"),
-                                          ("size", list(SIZES), "a {} shape"), ("texture", list(TEXTURES), "a {} shape")):
+        for attribute, phrase in (("colour", "a {} shape"), ("shape", "a {}"), ("size", "a {} shape"), ("texture", "a {} shape")):
+            values = ATTRIBUTE_VALUES[attribute]
             texts = text_features(self.model, [phrase.format(v) for v in values], self.template)
             pred = (images @ texts.T).argmax(1).tolist()
             out[attribute] = Accuracy(sum(values[p] == getattr(s.objects[0], attribute) for p, s in zip(pred, scenes)), len(scenes))
@@ -159,8 +157,6 @@ def linear_probe(model, train: Sequence[Scene], test: Sequence[Scene], steps: in
     """Does the image feature carry each attribute at all? A multinomial logistic regression per
     attribute, fitted on `train` single-object scenes' image features and scored on `test`. Unlike
     `Evaluator.attributes` it needs no text, so it tells a vision-side gap from a text-side one."""
-    from .world import COLOURS, SHAPES, SIZES, TEXTURES
-
     def features(scenes):
         return _unit(model.encode_image([s.image for s in scenes]))
 
@@ -168,7 +164,8 @@ def linear_probe(model, train: Sequence[Scene], test: Sequence[Scene], steps: in
     mean, std = x_train.mean(0), x_train.std(0) + 1e-6
     x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
     out = {}
-    for attribute, values in (("colour", list(COLOURS)), ("shape", list(SHAPES)), ("size", list(SIZES)), ("texture", list(TEXTURES))):
+    for attribute in ("colour", "shape", "size", "texture"):
+        values = ATTRIBUTE_VALUES[attribute]
         y_train = torch.tensor([values.index(getattr(s.objects[0], attribute)) for s in train])
         y_test = torch.tensor([values.index(getattr(s.objects[0], attribute)) for s in test])
         weight = torch.zeros(x_train.shape[1], len(values), requires_grad=True)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..preprocess import OPENAI_MEAN, OPENAI_STD
-from .world import COLOURS, SHAPES, SIZES, TEXTURES, Scene, make_scene, render
+from .world import ATTRIBUTE_VALUES, COLOURS, SHAPES, SIZES, TEXTURES, Scene, make_scene, render
 
 SPECIALS = ("<|startoftext|>", "<|endoftext|>")
 
@@ -122,12 +122,12 @@ def contrast_pair(scene: Scene, rng: np.random.Generator, shape_rate: float) -> 
     return first, second, (target, attribute)
 
 
-VALUES = [*SHAPES, *COLOURS, *SIZES, *TEXTURES]
+VALUES = [value for values in ATTRIBUTE_VALUES.values() for value in values]
 
 
 def presence(scene: Scene) -> np.ndarray:
     """Multi-hot over `VALUES`: which shapes, colours, sizes and textures the scene's objects have."""
-    held = {getattr(o, a) for o in scene.objects for a in ("shape", "colour", "size", "texture")}
+    held = {getattr(o, a) for o in scene.objects for a in ATTRIBUTE_VALUES}
     return np.array([v in held for v in VALUES], np.float32)
 
 

@@ -26,6 +26,7 @@ COLOURS = {
 SIZES = ("small", "big")
 TEXTURES = ("plain", "striped")
 ATTRIBUTES = ("size", "colour", "texture", "shape")  # word order in descriptions
+ATTRIBUTE_VALUES = {"shape": SHAPES, "colour": tuple(COLOURS), "size": SIZES, "texture": TEXTURES}
 SPLITS = {"train": 0, "val": 1, "test": 2}
 SIZE_RANGE = {"small": (0.19, 0.235), "big": (0.31, 0.36)}  # side of the object, as a fraction of the image
 # Objects sit centred in blocks of an 8 x 8 lattice, the toy ViT's patch grid (128 px / 16 px):

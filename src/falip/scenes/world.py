@@ -176,7 +176,7 @@ def _background(size: int, rng: np.random.Generator) -> Image.Image:
     draw = ImageDraw.Draw(img)
     for _ in range(int(rng.integers(4, 12))):
         grey = rng.uniform(40, 210)
-        colour = tuple(int(np.clip(grey + rng.uniform(-20, 20), 0, 255)) for _ in range(3))
+        colour = tuple(int(min(max(grey + rng.uniform(-20, 20), 0.0), 255.0)) for _ in range(3))
         if rng.random() < 0.6:
             pts = rng.uniform(0, size, size=4)
             draw.line(tuple(pts), fill=colour, width=int(rng.integers(1, 3)))
@@ -184,8 +184,9 @@ def _background(size: int, rng: np.random.Generator) -> Image.Image:
             r = rng.uniform(min(2.0, 0.03 * size), size * 0.06)  # 2 px from 67 px up, as trained
             cx, cy = rng.uniform(0, size, size=2)
             draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
-    noise = rng.normal(0, 6, size=(size, size, 3))
-    return Image.fromarray(np.clip(np.asarray(img, np.float32) + noise, 0, 255).astype(np.uint8))
+    noisy = rng.normal(0, 6, size=(size, size, 3))
+    noisy += np.asarray(img)
+    return Image.fromarray(np.clip(noisy, 0, 255, out=noisy).astype(np.uint8))
 
 
 def render(objects: list[SceneObject], size: int, rng: np.random.Generator) -> np.ndarray:
@@ -252,14 +253,8 @@ def random_object(rng: np.random.Generator) -> SceneObject:
     )
 
 
-def make_scene(split: str, index: int, size: int = 128, objects: int | tuple[int, int] = (1, 4), twin_rate: float = 0.25,
-               lattice: bool = True) -> Scene:
-    """Scene number `index` of a split; `objects` is a count or an inclusive range; `lattice=False`
-    places objects anywhere instead of on the `LATTICE` blocks (kept for `falip shape-pilot --free`).
-
-    With probability `twin_rate` (in scenes of 3 or more objects) one object is a twin of another,
-    so that relational expressions ("the left red circle") are needed.
-    """
+def _layout(split: str, index: int, size: int, objects: int | tuple[int, int], twin_rate: float,
+            lattice: bool) -> tuple[list[SceneObject], np.random.Generator]:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if index < 0:
@@ -273,8 +268,24 @@ def make_scene(split: str, index: int, size: int = 128, objects: int | tuple[int
             objs[1] = replace(objs[0])
         boxes = _place([o.size for o in objs], size, rng, lattice)
         if boxes is not None:
-            break
-    objs = [replace(o, box=b) for o, b in zip(objs, boxes)]
+            return [replace(o, box=b) for o, b in zip(objs, boxes)], rng
+
+
+def layout(split: str, index: int, size: int = 128, objects: int | tuple[int, int] = (1, 4), twin_rate: float = 0.25,
+           lattice: bool = True) -> list[SceneObject]:
+    """The objects (with boxes) of `make_scene(split, index, ...)`, without drawing the image."""
+    return _layout(split, index, size, objects, twin_rate, lattice)[0]
+
+
+def make_scene(split: str, index: int, size: int = 128, objects: int | tuple[int, int] = (1, 4), twin_rate: float = 0.25,
+               lattice: bool = True) -> Scene:
+    """Scene number `index` of a split; `objects` is a count or an inclusive range; `lattice=False`
+    places objects anywhere instead of on the `LATTICE` blocks (kept for `falip shape-pilot --free`).
+
+    With probability `twin_rate` (in scenes of 3 or more objects) one object is a twin of another,
+    so that relational expressions ("the left red circle") are needed.
+    """
+    objs, rng = _layout(split, index, size, objects, twin_rate, lattice)
     return Scene(render(objs, size, rng), objs, split, index)
 
 

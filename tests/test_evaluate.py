@@ -3,7 +3,7 @@
 import pytest
 
 import falip
-from falip.scenes.evaluate import Accuracy, Evaluator, Setting, Split, rec_chance
+from falip.scenes.evaluate import Accuracy, Evaluator, Setting, Split, rec_chance, rec_groups
 
 
 def test_wilson_interval():
@@ -21,6 +21,17 @@ def test_chance_is_the_mean_of_one_over_boxes():
     assert acc.total == len(expected) and acc.value == pytest.approx(sum(expected) / len(expected))
 
 
+def test_expressions_are_grouped_by_what_they_name():
+    assert rec_groups("the red circle", "attribute") == ["rec", "rec_attribute", "rec_colour"]
+    assert rec_groups("the cross", "attribute") == ["rec", "rec_attribute", "rec_shape"]
+    assert rec_groups("the big striped circle", "attribute") == ["rec", "rec_attribute"]
+    assert rec_groups("the left red circle", "relational") == ["rec", "rec_relational", "rec_colour"]
+    assert rec_groups("the left circle", "relational") == ["rec", "rec_relational"]
+    split = Split.make("val", 0, 12, size=32)
+    shape_only = [1 / len(s.objects) for s in split.multis for e in s.expressions() if len(e[1].split()) == 2]
+    assert rec_chance(split.multis, "rec_shape").total == len(shape_only) > 0
+
+
 def test_without_a_region_prompt_every_box_ties_and_the_first_wins(hf_dir):
     model = falip.load(hf_dir)
     split = Split.make("val", 6, 10, size=32)
@@ -30,6 +41,8 @@ def test_without_a_region_prompt_every_box_ties_and_the_first_wins(hf_dir):
     assert res["rec"].total == len(exprs)
     assert res["rec"].correct == sum(e[0] == 0 for _, e in exprs)  # identical scores: argmax is box 0
     assert res["rec_attribute"].total + res["rec_relational"].total == len(exprs)
+    assert res["rec_colour"].total == sum(any(c in e[1] for c in ("red", "green", "blue", "yellow", "purple", "orange")) for _, e in exprs)
+    assert res["rec_shape"].correct == sum(e[0] == 0 for _, e in exprs if len(e[1].split()) == 2)
     assert res["region_cls"].total == sum(len(s.objects) for s in split.multis)
     assert ev.naming(split.singles).total == 6
 

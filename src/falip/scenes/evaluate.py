@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..stats import Accuracy
 from ..tasks.methods import TEMPLATE, region_features, text_features
-from .world import ATTRIBUTE_VALUES, Scene, class_names, make_scene
+from .world import ATTRIBUTE_VALUES, COLOURS, Scene, class_names, make_scene
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,24 @@ class Split:
         )
 
 
+REC_GROUPS = {
+    "rec": "all", "rec_attribute": "attribute", "rec_relational": "relational",
+    "rec_colour": "naming a colour", "rec_shape": "naming the shape alone",
+}
+
+
+def rec_groups(text: str, kind: str) -> list[str]:
+    """The `REC_GROUPS` an expression counts in: all, its kind, and whether it names a colour
+    ("the red circle", "the left red circle") or only the shape ("the circle")."""
+    words = text.split()
+    groups = ["rec", f"rec_{kind}"]
+    if any(w in COLOURS for w in words):
+        groups.append("rec_colour")
+    elif words[1:] and all(w in ATTRIBUTE_VALUES["shape"] for w in words[1:]):
+        groups.append("rec_shape")
+    return groups
+
+
 def _unit(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x.float(), dim=-1)
 
@@ -64,23 +82,23 @@ class Evaluator:
     def _region_feats(self, scene: Scene, setting: Setting) -> torch.Tensor:
         return region_features(self.model, scene.image, [o.box for o in scene.objects], "falip", **setting.kwargs())
 
-    def regions(self, scenes: Sequence[Scene], setting: Setting, kinds: Sequence[str] = ("attribute", "relational")) -> dict[str, Accuracy]:
-        """Referring expressions (overall and per kind) and region classification, from one set of
-        region features per scene: every object's box is a candidate and a region to name."""
-        hits = {"rec": [0, 0], "region_cls": [0, 0], **{f"rec_{k}": [0, 0] for k in kinds}}
+    def regions(self, scenes: Sequence[Scene], setting: Setting) -> dict[str, Accuracy]:
+        """Referring expressions (overall and per `REC_GROUPS`) and region classification, from one
+        set of region features per scene: every object's box is a candidate and a region to name."""
+        hits = {"region_cls": [0, 0], **{group: [0, 0] for group in REC_GROUPS}}
         for scene in scenes:
             regions = self._region_feats(scene, setting)
             pred = (regions @ self.label_feats.T).argmax(1).tolist()
             hits["region_cls"][0] += sum(self.labels[p] == o.label for p, o in zip(pred, scene.objects))
             hits["region_cls"][1] += len(scene.objects)
-            exprs = [e for e in scene.expressions() if e[2] in kinds]
+            exprs = scene.expressions()
             if not exprs:
                 continue
             texts = text_features(self.model, [e[1] for e in exprs], self.template)
-            for (target, _, kind), choice in zip(exprs, (regions @ texts.T).argmax(0).tolist()):
-                for key in ("rec", f"rec_{kind}"):
-                    hits[key][0] += int(choice == target)
-                    hits[key][1] += 1
+            for (target, text, kind), choice in zip(exprs, (regions @ texts.T).argmax(0).tolist()):
+                for group in rec_groups(text, kind):
+                    hits[group][0] += int(choice == target)
+                    hits[group][1] += 1
         return {k: Accuracy(c, n) for k, (c, n) in hits.items()}
 
     def attributes(self, scenes: Sequence[Scene]) -> dict[str, Accuracy]:
@@ -126,9 +144,9 @@ def attention_in_boxes(model, scenes: Sequence[Scene], setting: Setting | None) 
     return sum(shares) / len(shares)
 
 
-def rec_chance(scenes: Sequence[Scene], kinds: Sequence[str] = ("attribute", "relational")) -> Accuracy:
-    """Expected accuracy when every box scores the same (ties broken at random)."""
-    probs = [1 / len(s.objects) for s in scenes for e in s.expressions() if e[2] in kinds]
+def rec_chance(scenes: Sequence[Scene], group: str = "rec") -> Accuracy:
+    """Expected accuracy on one of `REC_GROUPS` when every box scores the same (ties broken at random)."""
+    probs = [1 / len(s.objects) for s in scenes for _, text, kind in s.expressions() if group in rec_groups(text, kind)]
     return Accuracy(sum(probs), len(probs))
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .evaluate import Accuracy, Evaluator, Setting, Split, attention_in_boxes, rec_chance, tune_regions, tuning_grid
+from .evaluate import REC_GROUPS, Accuracy, Evaluator, Setting, Split, attention_in_boxes, rec_chance, tune_regions, tuning_grid
 
 # Small fixed subsets that a test re-measures on the shipped model and compares with the card.
 CHECK_SINGLES, CHECK_MULTIS = 200, 60
@@ -38,18 +38,10 @@ def measure(model, test_singles: int = 500, test_multis: int = 500, val_multis: 
     tuned_cls = tuned_rec if best["region_cls"][0] == best["rec"][0] else ev.regions(test.multis, best["region_cls"][0])
     rows = {
         "naming (single objects, 30 names)": {"plain CLIP": ev.naming(test.singles)},
-        "referring expressions, all": {
-            "plain CLIP (same score for every box: chance)": rec_chance(test.multis),
-            "FALIP defaults": default["rec"], "FALIP tuned on val": tuned_rec["rec"],
-        },
-        "referring expressions, attribute": {
-            "plain CLIP (same score for every box: chance)": rec_chance(test.multis, ("attribute",)),
-            "FALIP defaults": default["rec_attribute"], "FALIP tuned on val": tuned_rec["rec_attribute"],
-        },
-        "referring expressions, relational": {
-            "plain CLIP (same score for every box: chance)": rec_chance(test.multis, ("relational",)),
-            "FALIP defaults": default["rec_relational"], "FALIP tuned on val": tuned_rec["rec_relational"],
-        },
+        **{f"referring expressions, {name}": {
+            "plain CLIP (same score for every box: chance)": rec_chance(test.multis, group),
+            "FALIP defaults": default[group], "FALIP tuned on val": tuned_rec[group],
+        } for group, name in REC_GROUPS.items()},
         "region classification (30 names)": {
             "plain CLIP (whole image, one label per image)": ev.whole_image_classification(test.multis),
             "FALIP defaults": default["region_cls"], "FALIP tuned on val": tuned_cls["region_cls"],
@@ -96,14 +88,23 @@ def markdown_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def presence_text(config: dict) -> str:
-    """How the card words the auxiliary presence loss, if the run used one."""
-    weight = config.get("presence_weight", 0.0)
-    if not weight:
+def auxiliary_text(config: dict) -> str:
+    """How the card words the auxiliary losses, if the run used any."""
+    parts = []
+    if config.get("presence_weight", 0.0):
+        parts.append(f"{config['presence_weight']} x a presence loss (a linear head on the image embedding predicts which"
+                     " shapes, colours, sizes and textures the image holds; binary cross-entropy)")
+    if config.get("object_weight", 0.0):
+        parts.append(f"{config['object_weight']} x an object loss (a linear head on the projected last-layer patch tokens,"
+                     " averaged over each object's box, predicts that object's shape, colour, size and texture; cross-entropy)")
+    if not parts:
         return ""
-    return (f" plus {weight} x an auxiliary loss: a linear head on the image embedding predicts which shapes, colours,"
-            " sizes and textures the image holds (binary cross-entropy); the head is dropped after training, so the checkpoint"
-            " is a plain `CLIPModel`")
+    text = " plus " + " plus ".join(parts) + ". The heads are dropped after training, so the checkpoint is a plain `CLIPModel`"
+    if config.get("object_weight", 0.0):
+        text += (". The object loss keeps what each object is in the patch tokens where it lies, the tokens FALIP's [CLS]"
+                 " attention reads: a trained-in stand-in for the local content that a real CLIP's patch tokens carry."
+                 " Neither loss ever sees a region prompt or FALIP")
+    return text
 
 
 def model_card(metrics: dict, training: dict) -> str:
@@ -130,7 +131,8 @@ a real checkpoint (`falip.load("openai/clip-vit-base-patch16")`) for real images
 - Projection: {c["width"]}-d. Preprocessing: OpenAI's mean and std; images are made at the input size.
 
 ## Training
-Contrastive (CLIP) loss{presence_text(c)}, AdamW (lr {c["lr"]}, {c["warmup"]} warm-up steps, cosine decay, weight decay {c["weight_decay"]}),
+Contrastive (CLIP) loss{auxiliary_text(c)}.
+AdamW (lr {c["lr"]}, {c["warmup"]} warm-up steps, cosine decay, weight decay {c["weight_decay"]}),
 batch {c["batch"]}, seed {c["seed"]}, {c["threads"]} CPU threads. Planned {c["steps"]} steps with a {c["minutes"]}-minute limit:
 ran {training["steps_done"]} steps ({training["steps_done"] * c["batch"]} scenes, each seen once) in {training["seconds"]:.0f} s, final loss {training["final_loss"]}
 (torch {training["torch"]}). Training scenes come from the `train` seed stream; evaluation uses the disjoint `val` and `test` streams.

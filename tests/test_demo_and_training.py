@@ -9,16 +9,21 @@ import falip
 from falip.cli import main
 from falip.demo import run_demo
 from falip.scenes import make_scene
-from falip.scenes.train import VALUES, TrainConfig, presence, train
+import torch
+
+from falip.scenes.train import (VALUES, TrainConfig, build_tokenizer, contrast_pair, object_loss, object_targets, presence, train,
+                                vocabulary_corpus)
+from falip.scenes.world import ATTRIBUTE_VALUES, layout
 
 
 def test_training_smoke_run_saves_a_loadable_checkpoint(tmp_path):
     cfg = TrainConfig(steps=3, batch=6, width=32, layers=2, heads=2, text_width=32, text_layers=1, text_heads=1,
                       image_size=32, patch=8, minutes=5.0)
     summary = train(cfg, tmp_path / "toy", log=lambda _: None)
-    assert summary["steps_done"] == 3 and np.isfinite(summary["final_loss"]) and np.isfinite(summary["final_presence_loss"])
+    assert summary["steps_done"] == 3
+    assert all(np.isfinite(summary[k]) for k in ("final_loss", "final_presence_loss", "final_object_loss"))
     from safetensors.torch import load_file
-    assert not any("presence" in name for name in load_file(tmp_path / "toy" / "model.safetensors"))
+    assert not any("presence" in name or "object" in name for name in load_file(tmp_path / "toy" / "model.safetensors"))
     model = falip.load(tmp_path / "toy")
     assert model.depth == 2 and model.backbone.cfg.vision.grid == 4
     ids = model.tokenize(["a photo of the left red circle"])
@@ -26,11 +31,61 @@ def test_training_smoke_run_saves_a_loadable_checkpoint(tmp_path):
     assert model.encode_text(["a photo of a red circle"]).shape == (1, 32)
 
 
+def test_tokenizer_is_the_same_on_every_build_and_keeps_words_whole():
+    """The BPE trainer numbers some tokens in hash-map order; a seeded run must not depend on it."""
+    first, second, third = (build_tokenizer(16) for _ in range(3))
+    assert first.get_vocab() == second.get_vocab() == third.get_vocab()
+    words = vocabulary_corpus()[0].split()
+    assert len(words) > 30 and all(len(first.tokenize(w)) == 1 for w in words)
+
+
 def test_presence_targets_name_what_the_objects_have():
     scene = make_scene("val", 3, objects=3)
     held = {v for v, on in zip(VALUES, presence(scene)) if on}
     assert held == {getattr(o, a) for o in scene.objects for a in ("shape", "colour", "size", "texture")}
     assert 4 <= len(held) < len(VALUES)
+
+
+def test_contrast_twin_changes_one_attribute_of_one_object_on_the_same_background():
+    objects = layout("train", 11, objects=3)
+    first, second, (target, attribute) = contrast_pair("train", 11, objects, 128, np.random.default_rng(0), shape_rate=0.5)
+    assert first.objects == objects and attribute in ("shape", "texture")
+    changed = [i for i, (a, b) in enumerate(zip(first.objects, second.objects)) if a != b]
+    assert changed == [target] and getattr(first.objects[target], attribute) != getattr(second.objects[target], attribute)
+    x, y, w, h = (int(v) for v in objects[target].box)
+    differs = np.any(first.image != second.image, axis=2)
+    assert differs.any() and not differs[: max(0, y - 1)].any() and not differs[y + h + 2:].any()
+
+
+def test_object_targets_cover_each_objects_lattice_block():
+    scene = make_scene("val", 4, objects=3)
+    cells, labels = object_targets(scene, grid=8, slots=4)
+    for obj, where, what in zip(scene.objects, cells, labels):
+        rows, cols = np.nonzero(where.reshape(8, 8))
+        span = {"small": 2, "big": 3}[obj.size]
+        assert len(rows) == span * span and np.ptp(rows) == np.ptp(cols) == span - 1
+        x, y, w, h = obj.box
+        assert cols.min() * 16 <= x + w / 2 <= (cols.max() + 1) * 16 and rows.min() * 16 <= y + h / 2 <= (rows.max() + 1) * 16
+        assert [values[i] for values, i in zip(ATTRIBUTE_VALUES.values(), what)] == [getattr(obj, a) for a in ATTRIBUTE_VALUES]
+    assert not cells[3].any() and (labels[3] == -100).all()
+
+
+def test_object_loss_reads_only_the_tokens_in_each_box():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, len(VALUES))
+    tokens = torch.randn(2, 16, 8)
+    cells = torch.zeros(2, 2, 16)
+    cells[0, 0, [1, 2]] = 1
+    cells[1, 0, [5]] = 1  # slot 1 of both images is empty
+    labels = torch.tensor([[[0, 1, 0, 1], [-100] * 4], [[4, 5, 1, 0], [-100] * 4]])
+    pooled = torch.stack([tokens[0, [1, 2]].mean(0), tokens[1, 5]])
+    parts = head(pooled).split([len(v) for v in ATTRIBUTE_VALUES.values()], dim=-1)
+    expected = torch.stack([torch.nn.functional.cross_entropy(p, labels[:, 0, a]) for a, p in enumerate(parts)]).mean()
+    loss = object_loss(head, tokens, cells, labels)
+    assert torch.allclose(loss, expected)
+    elsewhere = tokens.clone()
+    elsewhere[:, [0, 3, 4, 6]] += 10.0
+    assert torch.allclose(object_loss(head, elsewhere, cells, labels), expected)
 
 
 def test_demo_moves_last_layer_attention_into_the_box(hf_dir, tmp_path):

@@ -145,7 +145,7 @@ def demo(model_name, image, boxes, text, labels, seed, alpha, sigma, layers, out
 
 @cli.command("train-toy")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Directory for the checkpoint.")
-@click.option("--steps", default=660, show_default=True)
+@click.option("--steps", default=780, show_default=True)
 @click.option("--minutes", default=29.0, show_default=True, help="Wall-clock limit; stops at a whole step.")
 @click.option("--batch", default=96, show_default=True)
 @click.option("--width", default=128, show_default=True, help="Image tower width (the projection too).")
@@ -153,16 +153,18 @@ def demo(model_name, image, boxes, text, labels, seed, alpha, sigma, layers, out
 @click.option("--lr", default=1e-3, show_default=True)
 @click.option("--shape-rate", default=0.65, show_default=True, help="Share of contrast twins that differ in shape (else texture).")
 @click.option("--presence-weight", default=1.0, show_default=True,
-              help="Weight of the auxiliary loss that predicts which attribute values the image holds (0: contrastive only).")
+              help="Weight of the auxiliary loss that predicts which attribute values the image holds (0: off).")
+@click.option("--object-weight", default=1.0, show_default=True,
+              help="Weight of the auxiliary loss that predicts each object's attributes from the patch tokens in its box (0: off).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cuda where a GPU is lent: many more steps in the same minutes.")
 @click.option("--workers", default=1, show_default=True, help="Data-loader processes rendering scenes.")
-def train_toy(out, steps, minutes, batch, width, layers, lr, shape_rate, presence_weight, seed, device, workers) -> None:
+def train_toy(out, steps, minutes, batch, width, layers, lr, shape_rate, presence_weight, object_weight, seed, device, workers) -> None:
     """Train the embedded toy CLIP from scratch on generated scenes (CPU by default)."""
     from .scenes.train import TrainConfig, train
 
     cfg = TrainConfig(steps=steps, minutes=minutes, batch=batch, width=width, layers=layers, lr=lr,
-                      shape_rate=shape_rate, presence_weight=presence_weight, seed=seed, device=device, workers=workers)
+                      shape_rate=shape_rate, presence_weight=presence_weight, object_weight=object_weight, seed=seed, device=device, workers=workers)
     summary = train(cfg, out, log=click.echo)
     click.echo(f"{summary['steps_done']} steps in {summary['seconds']} s, final loss {summary['final_loss']}; saved to {out}")
 

@@ -19,14 +19,14 @@ import numpy as np
 import torch
 
 from ..preprocess import OPENAI_MEAN, OPENAI_STD
-from .world import ATTRIBUTE_VALUES, COLOURS, SHAPES, SIZES, TEXTURES, Scene, make_scene, render
+from .world import ATTRIBUTE_VALUES, COLOURS, SHAPES, SIZES, TEXTURES, Scene, SceneObject, layout, make_scene, render
 
 SPECIALS = ("<|startoftext|>", "<|endoftext|>")
 
 
 @dataclass
 class TrainConfig:
-    steps: int = 660
+    steps: int = 780
     batch: int = 96
     lr: float = 1e-3
     warmup: int = 40
@@ -42,7 +42,8 @@ class TrainConfig:
     context: int = 48
     object_counts: tuple[float, ...] = (0.35, 0.25, 0.2, 0.2)  # probability of 1, 2, 3, 4 objects
     shape_rate: float = 0.65  # contrast twins differ in shape this often, else in texture
-    presence_weight: float = 1.0  # auxiliary loss: which attribute values the image holds (0: pure CLIP)
+    presence_weight: float = 1.0  # auxiliary loss: which attribute values the image holds (0: off)
+    object_weight: float = 1.0  # auxiliary loss: each object's attributes from the patch tokens in its box (0: off)
     seed: int = 0
     minutes: float = 30.0  # stop early, at a whole step, once this much wall-clock time has passed
     threads: int = 2
@@ -73,7 +74,10 @@ def build_tokenizer(context: int):
     tok.train_from_iterator(vocabulary_corpus(), trainer)
     data = json.loads(tok.to_str())["model"]
     merges = [tuple(m.split()) if isinstance(m, str) else tuple(m) for m in data["merges"]]
-    hf = CLIPTokenizer(vocab=data["vocab"], merges=merges, model_max_length=context)
+    # The trainer numbers the end-of-word symbols in hash-map order, different on every run
+    # (huggingface/tokenizers#1794): renumber every token in a fixed order so a seeded run repeats.
+    ordered = sorted(data["vocab"], key=lambda t: (t not in SPECIALS, SPECIALS.index(t) if t in SPECIALS else 0, len(t), t))
+    hf = CLIPTokenizer(vocab={t: i for i, t in enumerate(ordered)}, merges=merges, model_max_length=context)
     return hf
 
 
@@ -104,21 +108,21 @@ def normalise(images: np.ndarray) -> torch.Tensor:
     return x.permute(0, 3, 1, 2).contiguous()
 
 
-def contrast_pair(scene: Scene, rng: np.random.Generator, shape_rate: float) -> tuple[Scene, Scene, tuple[int, str]]:
-    """The scene and a twin that differs in one object's shape or texture, both drawn on the same
-    background: a hard negative that colour alone cannot tell apart."""
-    target = int(rng.integers(len(scene.objects)))
-    obj = scene.objects[target]
+def contrast_pair(split: str, index: int, objects: list[SceneObject], size: int, rng: np.random.Generator,
+                  shape_rate: float) -> tuple[Scene, Scene, tuple[int, str]]:
+    """A scene of these objects and a twin that differs in one object's shape or texture, both drawn
+    on the same background: a hard negative that colour alone cannot tell apart."""
+    target = int(rng.integers(len(objects)))
+    obj = objects[target]
     if rng.random() < shape_rate:
         attribute, value = "shape", SHAPES[(SHAPES.index(obj.shape) + 1 + int(rng.integers(len(SHAPES) - 1))) % len(SHAPES)]
     else:
         attribute, value = "texture", TEXTURES[1 - TEXTURES.index(obj.texture)]
-    objects = list(scene.objects)
-    objects[target] = replace(obj, **{attribute: value})
+    changed = list(objects)
+    changed[target] = replace(obj, **{attribute: value})
     background = int(rng.integers(2**63))
-    size = scene.size
-    first = Scene(render(scene.objects, size, np.random.default_rng(background)), scene.objects, scene.split, scene.index)
-    second = Scene(render(objects, size, np.random.default_rng(background)), objects, scene.split, scene.index)
+    first = Scene(render(objects, size, np.random.default_rng(background)), objects, split, index)
+    second = Scene(render(changed, size, np.random.default_rng(background)), changed, split, index)
     return first, second, (target, attribute)
 
 
@@ -131,32 +135,65 @@ def presence(scene: Scene) -> np.ndarray:
     return np.array([v in held for v in VALUES], np.float32)
 
 
+def object_targets(scene: Scene, grid: int, slots: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each of the first `slots` objects: the patch tokens of its box (cells whose centre lies
+    inside it, or else the cell of its centre), as a (slots, grid * grid) 0/1 map, and the index of
+    its value of each attribute of `ATTRIBUTE_VALUES` (slots, attributes); empty slots: no cells, -100."""
+    cells = np.zeros((slots, grid, grid), np.float32)
+    labels = np.full((slots, len(ATTRIBUTE_VALUES)), -100, np.int64)
+    step = scene.size / grid
+    centres = (np.arange(grid) + 0.5) * step
+    for k, obj in enumerate(scene.objects[:slots]):
+        x, y, w, h = obj.box
+        inside = np.outer((centres >= y) & (centres <= y + h), (centres >= x) & (centres <= x + w))
+        if not inside.any():
+            cx, cy = obj.centre
+            inside[min(int(cy // step), grid - 1), min(int(cx // step), grid - 1)] = True
+        cells[k] = inside
+        labels[k] = [values.index(getattr(obj, a)) for a, values in ATTRIBUTE_VALUES.items()]
+    return cells.reshape(slots, grid * grid), labels
+
+
+def object_loss(head: torch.nn.Linear, tokens: torch.Tensor, cells: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of each object's attributes, predicted by `head` from the mean of the
+    projected patch `tokens` (B, T, D) inside its box (`object_targets`)."""
+    pooled = cells @ tokens / cells.sum(-1, keepdim=True).clamp(min=1)
+    logits = head(pooled).split([len(v) for v in ATTRIBUTE_VALUES.values()], dim=-1)
+    return torch.stack([torch.nn.functional.cross_entropy(part.flatten(0, 1), labels[..., a].flatten(), ignore_index=-100)
+                        for a, part in enumerate(logits)]).mean()
+
+
 class SceneBatches(torch.utils.data.IterableDataset):
     """Batch `step` holds train scenes `step * batch // 2 ...`, each with its contrast twin
     (`contrast_pair`) and one caption each, worded alike but for the changed word, and each image's
-    `presence` targets: fully seeded."""
+    `presence` and `object_targets`: fully seeded."""
 
     def __init__(self, cfg: TrainConfig, tokenizer, start: int = 0):
         self.cfg, self.tokenizer, self.start = cfg, tokenizer, start
 
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def batch(self, step: int) -> tuple[torch.Tensor, ...]:
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, step])
         pairs = cfg.batch // 2
         counts = rng.choice(len(cfg.object_counts), size=pairs, p=cfg.object_counts) + 1
-        images, captions, targets = [], [], []
+        images, captions, targets, cells, labels = [], [], [], [], []
         for i, n in enumerate(counts):
-            scene = make_scene("train", step * pairs + i, cfg.image_size, int(n))
-            first, second, must = contrast_pair(scene, rng, cfg.shape_rate)
+            index = step * pairs + i
+            objects = layout("train", index, cfg.image_size, int(n))
+            first, second, must = contrast_pair("train", index, objects, cfg.image_size, rng, cfg.shape_rate)
             words = int(rng.integers(2**63))
             for member in (first, second):
                 images.append(member.image)
                 targets.append(presence(member))
                 captions.append(member.caption(np.random.default_rng(words), must=must))
+                where, what = object_targets(member, cfg.image_size // cfg.patch, len(cfg.object_counts))
+                cells.append(where)
+                labels.append(what)
         ids = self.tokenizer(captions, padding="max_length", truncation=True, max_length=cfg.context, return_tensors="pt")["input_ids"]
-        return normalise(np.stack(images)), ids, torch.from_numpy(np.stack(targets))
+        return (normalise(np.stack(images)), ids, torch.from_numpy(np.stack(targets)),
+                torch.from_numpy(np.stack(cells)), torch.from_numpy(np.stack(labels)))
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         for step in range(self.start, self.cfg.steps):
             yield self.batch(step)
 
@@ -169,9 +206,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = pr
     torch.set_num_threads(cfg.threads)
     tokenizer = build_tokenizer(cfg.context)
     model = build_model(cfg, tokenizer).to(cfg.device).train()
-    # A linear head on the image embedding, trained with it and then dropped: the checkpoint is a plain CLIPModel.
+    # Linear heads on the image embedding and on the projected patch tokens, trained with the model
+    # and then dropped: the checkpoint is a plain CLIPModel.
     presence_head = torch.nn.Linear(cfg.width, len(VALUES)).to(cfg.device)
-    named = [*model.named_parameters(), *presence_head.named_parameters(prefix="presence_head")]
+    object_head = torch.nn.Linear(cfg.width, len(VALUES)).to(cfg.device)
+    named = [*model.named_parameters(), *presence_head.named_parameters(prefix="presence_head"),
+             *object_head.named_parameters(prefix="object_head")]
     decay = [p for n, p in named if p.dim() >= 2 and "embedding" not in n]
     rest = [p for n, p in named if not (p.dim() >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}], lr=cfg.lr)
@@ -181,16 +221,20 @@ def train(cfg: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = pr
             return cfg.lr * (step + 1) / cfg.warmup
         return 0.5 * cfg.lr * (1 + math.cos(math.pi * (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)))
 
-    loader = torch.utils.data.DataLoader(SceneBatches(cfg, tokenizer), batch_size=None, num_workers=cfg.workers, prefetch_factor=2)
-    start, losses, presence_losses, step = time.time(), [], [], 0
+    loader = torch.utils.data.DataLoader(SceneBatches(cfg, tokenizer), batch_size=None, num_workers=cfg.workers,
+                                         prefetch_factor=2 if cfg.workers else None)
+    start, losses, presence_losses, object_losses, step = time.time(), [], [], [], 0
     bar = tqdm(loader, total=cfg.steps, desc="training", disable=None)
-    for step, (pixels, ids, targets) in enumerate(bar):
+    for step, (pixels, ids, targets, cells, labels) in enumerate(bar):
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
         out = model(input_ids=ids.to(cfg.device), pixel_values=pixels.to(cfg.device), return_loss=True)
-        logits = presence_head(model.visual_projection(out.vision_model_output.pooler_output))
+        vision = out.vision_model_output
+        logits = presence_head(model.visual_projection(vision.pooler_output))
         presence_loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets.to(cfg.device))
-        loss = out.loss + cfg.presence_weight * presence_loss
+        tokens = model.visual_projection(model.vision_model.post_layernorm(vision.last_hidden_state[:, 1:]))
+        objects_loss = object_loss(object_head, tokens, cells.to(cfg.device), labels.to(cfg.device))
+        loss = out.loss + cfg.presence_weight * presence_loss + cfg.object_weight * objects_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in named], 1.0)
@@ -199,9 +243,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = pr
             model.logit_scale.clamp_(0, math.log(100))
         losses.append(out.loss.item())
         presence_losses.append(presence_loss.item())
+        object_losses.append(objects_loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         if step % 50 == 0:
-            log(f"step {step} loss {np.mean(losses[-20:]):.3f} presence {np.mean(presence_losses[-20:]):.3f} lr {lr_at(step):.2e} {time.time() - start:.0f}s")
+            log(f"step {step} loss {np.mean(losses[-20:]):.3f} presence {np.mean(presence_losses[-20:]):.3f} "
+                f"objects {np.mean(object_losses[-20:]):.3f} lr {lr_at(step):.2e} {time.time() - start:.0f}s")
         if time.time() - start > cfg.minutes * 60:
             log(f"time limit reached after step {step}")
             break
@@ -214,7 +260,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = pr
         {"image_mean": list(OPENAI_MEAN), "image_std": list(OPENAI_STD), "size": cfg.image_size}, indent=1))
     summary = {"config": asdict(cfg), "steps_done": step + 1, "seconds": round(time.time() - start, 1),
                "final_loss": round(float(np.mean(losses[-20:])), 4),
-               "final_presence_loss": round(float(np.mean(presence_losses[-20:])), 4), "torch": torch.__version__}
+               "final_presence_loss": round(float(np.mean(presence_losses[-20:])), 4),
+               "final_object_loss": round(float(np.mean(object_losses[-20:])), 4), "torch": torch.__version__}
     (out_dir / "training.json").write_text(json.dumps(summary, indent=1))
     return summary
 

@@ -27,20 +27,20 @@ def test_weights_are_bias_over_peak_with_cls_one():
         region_weights(torch.zeros(1, 4))
 
 
-def test_replace_kv_is_falip_with_an_infinitely_strong_binary_mask(tiny_backbone, pixels):
+def test_hard_kv_is_falip_with_an_infinitely_strong_binary_mask(tiny_backbone, pixels):
     visual = tiny_backbone.visual
     inside = [1, 2, 5, 6]
     rows = rect_rows(visual.cfg.num_tokens, inside)
     hard = torch.full((1, visual.cfg.num_tokens), -1e9)
     hard[0, [0, *inside]] = 0.0
     for layers in (LAST, [3, 4, 5]):
-        ours = ablated_features(visual, pixels, rows, layers, "replace-kv")
+        ours = ablated_features(visual, pixels, rows, layers, "ours-hard-kv")
         with torch.no_grad():
             reference = visual(pixels, attention_bias(hard, "cls"), layers)
         assert torch.allclose(ours, reference, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("operation", ["feature-mask", "replace-kv"])
+@pytest.mark.parametrize("operation", ["feature-mask", "ours-hard-kv"])
 def test_tokens_outside_the_region_do_not_reach_cls(tiny_backbone, operation):
     block = tiny_backbone.visual.blocks[5]
     tokens = tiny_backbone.visual.cfg.num_tokens
@@ -55,13 +55,13 @@ def test_tokens_outside_the_region_do_not_reach_cls(tiny_backbone, operation):
     assert not torch.allclose(plain_a[0, 0], plain_b[0, 0], atol=1e-3), "outside tokens must matter to plain attention"
 
 
-def test_replace_q_on_one_token_gives_cls_that_token_attention(tiny_backbone):
+def test_mean_q_on_one_token_gives_cls_that_token_attention(tiny_backbone):
     block = tiny_backbone.visual.blocks[5]
     tokens = tiny_backbone.visual.cfg.num_tokens
     weights = region_weights(rect_rows(tokens, [7]))
     x = torch.randn(1, tokens, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        out = _ablated_block(block, x, weights, "replace-q")
+        out = _ablated_block(block, x, weights, "ours-mean-q")
         plain = block(x)
         attention = block.attn(block.ln_1(x))  # every row's attention output in plain CLIP
         h = x[0, 0] + attention[0, 7]  # [CLS]'s residual plus the attention output of token 7
@@ -71,7 +71,7 @@ def test_replace_q_on_one_token_gives_cls_that_token_attention(tiny_backbone):
     assert torch.allclose(out[0, 1:], plain[0, 1:], atol=1e-6), "patch rows stay as in plain CLIP"
 
 
-@pytest.mark.parametrize("operation", ["feature-mask", "replace-q", "replace-kv"])
+@pytest.mark.parametrize("operation", ["feature-mask", "ours-mean-q", "ours-hard-kv"])
 def test_each_ablation_differs_from_falip_and_from_plain(tiny_backbone, pixels, operation):
     from falip.encoder import FovealEncoder
 
@@ -91,5 +91,5 @@ def test_full_weight_feature_mask_is_plain_clip(tiny_backbone, pixels):
     rows = torch.full((2, visual.cfg.num_tokens), 0.3)
     with torch.no_grad():
         plain = visual(pixels)
-    for operation in ("feature-mask", "replace-kv"):
+    for operation in ("feature-mask", "ours-hard-kv"):
         assert torch.allclose(ablated_features(visual, pixels, rows, [3, 4, 5], operation, chunk_size=1), plain.expand(2, -1), atol=1e-5)

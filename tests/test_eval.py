@@ -32,7 +32,7 @@ def tiny(hf_dir):
 
 
 def config(**changes):
-    base = dict(task="rec", dataset="fixture", models=["tiny"], methods=["plain", "falip", "replace-q", "crop"], alpha=2.0)
+    base = dict(task="rec", dataset="fixture", models=["tiny"], methods=["plain", "falip", "ours-mean-q", "crop"], alpha=2.0)
     return RunConfig(**{**base, **changes})
 
 
@@ -81,24 +81,29 @@ def test_plain_ties_count_as_chance_and_limit_cuts_expressions(tiny, tmp_path):
 
 
 def test_subtract_and_ensemble_match_a_recomputation(tiny, tmp_path):
+    from falip.evaluation.runner import negative_seed
     from falip.tasks.methods import region_features, text_features
+    from falip.tasks.rec import sample_negatives
 
-    images = rec_images(2)
-    summary = run_rec(tiny, images, config(methods=["falip", "blur"], subtract=2, ensemble="sum"), tmp_path, progress=False)
+    images = rec_images(3)
+    pool = [e.text for i in images for e in i.expressions]
+    summary = run_rec(tiny, images, config(methods=["falip", "blur"], subtract=3, ensemble="sum"), tmp_path, progress=False)
     assert set(summary) == {"tiny:falip", "tiny:blur", "ensemble"}
     model = tiny["tiny"]
     scale = model.backbone.logit_scale.exp().item()
     for record in map(json.loads, (tmp_path / "results.jsonl").read_text().splitlines()):
         item = next(i for i in images if i.key == record["image"])
-        assert len(record["negatives"]) == 2 and not set(record["negatives"]) & {e.text for e in item.expressions}
-        probs = 0
+        own = [e.text for e in item.expressions]
+        negatives = sample_negatives(pool, own, 3, negative_seed(0, record["key"]))
+        assert len(negatives) == 3 and not set(negatives) & set(own)
+        logits = 0
         for method in ("falip", "blur"):
             feats = region_features(model, item.image(), item.boxes, method, alpha=2.0)
             score = scale * feats @ text_features(model, [record["text"]]).T
-            score = score[:, 0] - (scale * feats @ text_features(model, record["negatives"]).T).mean(1)
+            score = score[:, 0] - (scale * feats @ text_features(model, negatives).T).mean(1)
             assert record["results"][f"tiny:{method}"]["pred"] == int(score.argmax())
-            probs = probs + score.softmax(0)
-        assert record["results"]["ensemble"]["pred"] == int(probs.argmax())
+            logits = logits + score  # the authors' ensemble: raw logits summed
+        assert record["results"]["ensemble"]["pred"] == int(logits.argmax())
 
 
 def test_classification_top1_top5_and_worst_group(tiny, tmp_path):
@@ -133,10 +138,28 @@ def test_cli_eval_on_the_scene_world(tmp_path):
     bad = runner.invoke(cli, ["eval", "rec", "scenes", "--method", "arrow", "--out", str(tmp_path / "x")])
     assert isinstance(bad.exception, FalipError) and "unknown method 'arrow'" in str(bad.exception)
     listed = runner.invoke(cli, ["eval", "methods"])
-    assert {"falip", "feature-mask", "replace-q", "replace-kv", "cpt", "red_circle+falip"} <= set(listed.output.split())
+    names = set(listed.output.split())
+    assert {"falip", "feature-mask", "replace-v", "replace-qk", "pasta", "blur_ellipse", "red_circle+blur", "cpt", "red_circle+falip"} <= names
+    assert {f"red_circle_e{e}" for e in (5, 10, 20, 30, 40, 50, 100, 150, 200)} <= names
+    assert {"ours-mean-q", "ours-hard-kv"} <= names and not {"replace-q", "replace-kv", "red_circle_enlarged"} & names
 
 
 def test_rec_benchmark_smoke_run_reports_same_picks():
     result = CliRunner().invoke(cli, ["bench", "--small", "--rec", "2,1", "--boxes", "3"])
     assert result.exit_code == 0, result.output
     assert "3 expressions, 3 boxes per image" in result.output and "same picks: True" in result.output
+    assert "with subtract (500 negatives each)" in result.output and "pool of 600 captions" in result.output
+
+
+def test_cli_subtract_alone_means_500_negatives_and_pasta_options_reach_the_run(tmp_path):
+    runner = CliRunner()
+    args = ["eval", "rec", "scenes", "--count", "2", "--method", "pasta", "--subtract", "--pasta-heads", "10:1,11:0",
+            "--pasta-scale", "0.1", "--ensemble", "softmax-sum", "--out", str(tmp_path / "a"), "--quiet"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert (saved["subtract"], saved["pasta_heads"], saved["pasta_scale"], saved["ensemble"]) == (500, "10:1,11:0", 0.1, "softmax-sum")
+    ten = runner.invoke(cli, args[:7] + ["--subtract", "10", "--out", str(tmp_path / "b"), "--quiet"])
+    assert ten.exit_code == 0 and json.loads((tmp_path / "b" / "config.json").read_text())["subtract"] == 10
+    bad = runner.invoke(cli, args[:7] + ["--pasta-heads", "12:0", "--out", str(tmp_path / "c"), "--quiet"])
+    assert isinstance(bad.exception, FalipError) and "does not exist" in str(bad.exception)

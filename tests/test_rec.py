@@ -7,7 +7,7 @@ import torch
 import falip
 from falip.errors import FalipError
 from falip.tasks.methods import region_features as box_features, text_features
-from falip.tasks.rec import accuracy_at_iou, ensemble, iou, sample_negatives, subtract
+from falip.tasks.rec import NegativeSampler, accuracy_at_iou, ensemble, iou, sample_negatives, subtract
 
 
 def test_iou():
@@ -25,20 +25,31 @@ def test_subtract_removes_each_boxs_mean_negative_score_and_can_change_the_winne
     assert out.argmax(0).item() == 1
 
 
-def test_ensemble_normalises_each_method_over_boxes():
+def test_ensemble_sums_raw_logits_by_default_as_the_authors():
     a = torch.tensor([[10.0], [0.0]])
-    b = torch.tensor([[0.0], [0.1]])
-    assert torch.allclose(ensemble([a, b]), torch.softmax(a, 0) + torch.softmax(b, 0))
-    assert torch.allclose(ensemble([a, b], "max"), torch.maximum(torch.softmax(a, 0), torch.softmax(b, 0)))
+    b = torch.tensor([[0.0], [12.0]])
+    assert torch.allclose(ensemble([a, b]), torch.tensor([[10.0], [12.0]]))
+    assert ensemble([a, b]).argmax().item() == 1  # the larger logit margin wins...
+    assert ensemble([a, b], "softmax-sum").argmax().item() == 1
+    c = torch.tensor([[0.0], [0.1]])
+    assert ensemble([a, c]).argmax().item() == 0
+    assert torch.allclose(ensemble([a, c], "softmax-sum"), torch.softmax(a, 0) + torch.softmax(c, 0))
+    assert torch.allclose(ensemble([a, c], "max"), torch.maximum(a, c))
+    assert torch.allclose(ensemble([a, c], "softmax-max"), torch.maximum(torch.softmax(a, 0), torch.softmax(c, 0)))
     with pytest.raises(FalipError):
         ensemble([a], "mean")
 
 
 def test_negatives_are_seeded_distinct_and_exclude_the_images_own():
-    pool = [f"caption {i}" for i in range(20)] + ["mine"]
+    pool = [f"caption {i}" for i in range(20)] + ["mine", "caption 3"]
     first = sample_negatives(pool, ["mine"], 5, seed=3)
     assert first == sample_negatives(pool, ["mine"], 5, seed=3) != sample_negatives(pool, ["mine"], 5, seed=4)
     assert len(set(first)) == 5 and "mine" not in first
+    sampler = NegativeSampler(pool)
+    assert sampler.texts == sorted(set(pool))  # each distinct caption once: encoded once
+    picked = sampler.sample(["mine"], 5, seed=3)
+    assert [sampler.texts[i] for i in picked] == first
+    assert len(sampler.sample(["mine"], 500, seed=0)) == 20  # all there are
     with pytest.raises(FalipError):
         sample_negatives(["mine"], ["mine"], 5, seed=0)
 
@@ -62,7 +73,7 @@ def test_combinations_ablations_masks_and_cpt_text(hf_dir):
     model = falip.load(hf_dir)
     image = np.random.default_rng(0).integers(0, 255, size=(40, 48, 3), dtype=np.uint8)
     boxes = [[0, 0, 20, 20], [20, 10, 28, 30]]
-    feats = {m: box_features(model, image, boxes, m, alpha=2.0) for m in ("falip", "red_circle", "red_circle+falip", "replace-q", "replace-kv", "feature-mask")}
+    feats = {m: box_features(model, image, boxes, m, alpha=2.0) for m in ("falip", "red_circle", "red_circle+falip", "ours-mean-q", "ours-hard-kv", "feature-mask")}
     for a in feats:
         for b in feats:
             if a < b:
@@ -72,8 +83,8 @@ def test_combinations_ablations_masks_and_cpt_text(hf_dir):
     as_box = box_features(model, image, [[20, 10, 20, 20]], "blur")
     assert torch.allclose(box_features(model, image, [mask], "blur"), as_box, atol=1e-6)  # prompts use the mask's box
     assert not torch.allclose(box_features(model, image, [mask], "falip", alpha=2.0), as_box, atol=1e-4)
-    assert torch.allclose(text_features(model, ["the dog"], method="cpt"), text_features(model, ["the dog is in red color"]))
-    with pytest.raises(FalipError, match="unknown FALIP option"):
+    assert torch.allclose(text_features(model, ["the dog"], method="cpt"), text_features(model, ["the dog is in red color."]))
+    with pytest.raises(FalipError, match="unknown method option"):
         box_features(model, image, boxes, "falip", alhpa=1.0)
 
 

@@ -1,19 +1,25 @@
-"""The attention operations FALIP is ablated against (the paper's Table 5), on the same regions.
+"""Single-stream attention operations on the [CLS] row, ablated against FALIP's additive bias.
 
-FALIP adds the foveal Gaussian to the [CLS] row's attention logits. The alternatives below also
-touch only the [CLS] query row of the masked layers, so that they differ from FALIP in the
-operation alone; every other row and layer runs as in plain CLIP. A region's weight per token is
-its foveal bias divided by the bias peak: 1 at the centre, falling off inside the region's token
-rectangle, 0 outside ([CLS] itself counts 1).
+FALIP adds the foveal Gaussian to the [CLS] row's attention logits. The operations below also touch
+only the [CLS] query row of the masked layers, so that they differ from FALIP in the operation
+alone; every other row and layer runs as in plain CLIP. A region's weight per token is its foveal
+bias divided by the bias peak: 1 at the centre, falling off inside the region's token rectangle,
+0 outside ([CLS] itself counts 1).
 
-- "feature-mask": the [CLS] query reads keys and values made from the tokens' features times
-  their weight (the region's features, the rest zeroed) instead of biasing its logits;
-- "replace-q": the [CLS] query is replaced by the weighted mean query of the region's tokens;
-- "replace-kv": the [CLS] query sees only keys and values inside the region (a hard mask).
+- "feature-mask" (the paper's Fig. 7a, Table 5: "*" is element-wise multiplication): the [CLS]
+  query reads keys and values made from the tokens' features times their weight (the region's
+  features, the rest zeroed) instead of biasing its logits. The paper draws it without a formula;
+  this is our reading of the figure, kept to the [CLS] row like FALIP's form (a).
 
-The paper names these variants but does not spell out their formulas; these are our reading, kept
-to the [CLS] row like FALIP's form (a). They run one plain forward per region from the first masked
-layer on (slow path; the fast engine serves FALIP itself).
+Two more are **ours, not the paper's** (the paper's "Replace v" and "Replace q,k" are the two-stream
+variants of `falip.two_stream`); their names say so:
+
+- "ours-mean-q": the [CLS] query is replaced by the weighted mean query of the region's tokens;
+- "ours-hard-kv": the [CLS] query sees only keys and values inside the region (a hard mask: FALIP
+  with an infinitely strong binary bias).
+
+They run one plain forward per region from the first masked layer on (slow path; the fast engine
+serves FALIP itself).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import torch.nn.functional as F
 
 from .backbones.clip import Block, VisionTransformer
 
-OPERATIONS = ("feature-mask", "replace-q", "replace-kv")
+OPERATIONS = ("feature-mask", "ours-mean-q", "ours-hard-kv")
 
 
 def region_weights(rows: torch.Tensor) -> torch.Tensor:
@@ -43,11 +49,11 @@ def _cls_context(block: Block, y: torch.Tensor, q, k, v, weights: torch.Tensor, 
     if operation == "feature-mask":
         _, k, v = block.attn.qkv(y * weights[..., None].to(y.dtype))
         return F.scaled_dot_product_attention(q[:, :, :1], k, v)
-    if operation == "replace-q":
+    if operation == "ours-mean-q":
         w = weights[:, None, 1:, None].to(q.dtype)
         mean_q = (w * q[:, :, 1:]).sum(dim=2, keepdim=True) / w.sum(dim=2, keepdim=True)
         return F.scaled_dot_product_attention(mean_q, k, v)
-    if operation == "replace-kv":
+    if operation == "ours-hard-kv":
         hard = torch.zeros_like(weights, dtype=q.dtype).masked_fill(weights <= 0, float("-inf"))
         return F.scaled_dot_product_attention(q[:, :, :1], k, v, attn_mask=hard[:, None, None, :])
     raise ValueError(f"unknown attention operation {operation!r}; choose one of {', '.join(OPERATIONS)}")

@@ -14,8 +14,10 @@ from .backbones import ClipBackbone, ClipTokenizer, load_checkpoint
 from .encoder import DEFAULT_CHUNK, FovealEncoder
 from .errors import FalipError
 from .masks import BOX_RULES, GAUSSIAN_NUMERICS, MASK_FORMS, resolve_layers
+from .pasta import PASTA_SCALE, pasta_features, steered_heads
 from .preprocess import OPENAI_MEAN, OPENAI_STD, ImageInput, Preprocessing, open_image
 from .regions import Region, region_bias_rows
+from .two_stream import TWO_STREAM_MODES, two_stream_features
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 TextInput = Union[str, Sequence[str], torch.Tensor]
@@ -143,14 +145,10 @@ class FalipModel:
             raise FalipError(f"unknown attention operation {operation!r}; choose bias or one of {', '.join(OPERATIONS)}")
         if operation != "bias" and form != "cls":
             raise FalipError(f"the {operation} ablation acts on the [CLS] row only; use form='cls'")
-        if isinstance(regions, (torch.Tensor, np.ndarray)) and regions.ndim == 1 or _is_single_box(regions):
-            regions = [regions]
+        regions = _region_list(regions)
         img = open_image(image)
         rows = self.region_rows(img.size, regions, alpha=alpha, sigma=sigma, box_format=box_format)
-        try:
-            masked = resolve_layers(layers, self.depth)
-        except ValueError as exc:
-            raise FalipError(str(exc)) from None
+        masked = self._masked_layers(layers)
         pixels = self.pixels(img).to(self.device, self.dtype)
         if operation != "bias":
             try:
@@ -159,6 +157,67 @@ class FalipModel:
                 raise FalipError(str(exc)) from None
         index = torch.zeros(len(rows), dtype=torch.long)
         return self.encoder(pixels, rows, index, masked, form, chunk_size)
+
+    def _masked_layers(self, layers: Optional[Sequence[int]]) -> list[int]:
+        try:
+            return resolve_layers(layers, self.depth)
+        except ValueError as exc:
+            raise FalipError(str(exc)) from None
+
+    @torch.no_grad()
+    def encode_two_stream(
+        self,
+        image: ImageInput,
+        prompted: Sequence[ImageInput],
+        regions: Sequence[Region],
+        mode: str,
+        *,
+        alpha: float = 0.2,
+        sigma: float = 100.0,
+        layers: Optional[Sequence[int]] = None,
+        box_format: str = "xywh",
+        chunk_size: Optional[int] = None,
+    ) -> torch.Tensor:
+        """Table 5's two-stream features (R, D): `prompted` holds one edited copy of `image` per region
+        (its RedCircle image); `mode` is "replace-v" (Fig. 7b) or "replace-qk" (Fig. 7c, which also
+        puts the region's foveal bias, `alpha` and `sigma`, on the [CLS] row). See `falip.two_stream`."""
+        if mode not in TWO_STREAM_MODES:
+            raise FalipError(f"unknown two-stream mode {mode!r}; choose one of {', '.join(TWO_STREAM_MODES)}")
+        regions = _region_list(regions)
+        if len(prompted) != len(regions):
+            raise FalipError(f"one prompted image per region: got {len(prompted)} images for {len(regions)} regions")
+        img = open_image(image)
+        rows = self.region_rows(img.size, regions, alpha=alpha, sigma=sigma, box_format=box_format)
+        pixels = self.pixels(img).to(self.device, self.dtype)
+        edited = self.pixels([open_image(p) for p in prompted]).to(self.device, self.dtype)
+        chunk = chunk_size or self.encoder.chunk_size
+        return two_stream_features(self.backbone.visual, pixels, edited, self._masked_layers(layers), mode, rows, chunk)
+
+    @torch.no_grad()
+    def encode_pasta(
+        self,
+        image: ImageInput,
+        regions: Sequence[Region],
+        *,
+        scale: float = PASTA_SCALE,
+        layers: Optional[Sequence[int]] = None,
+        heads: Optional[Sequence[tuple[int, int]]] = None,
+        box_format: str = "xywh",
+        chunk_size: Optional[int] = None,
+    ) -> torch.Tensor:
+        """PASTA features (R, D): attention to keys outside each region's tokens scaled by `scale` in
+        the steered heads (`heads` as (layer, head) pairs, or every head of `layers`). See `falip.pasta`."""
+        regions = _region_list(regions)
+        img = open_image(image)
+        # The region's tokens are those FALIP's bias covers; alpha only scales the values, so take 1.
+        inside = self.region_rows(img.size, regions, alpha=1.0, sigma=100.0, box_format=box_format) > 0
+        vision = self.backbone.cfg.vision
+        try:
+            steered = steered_heads(self._masked_layers(layers), heads, vision.layers, vision.heads)
+            pixels = self.pixels(img).to(self.device, self.dtype)
+            return pasta_features(self.backbone.visual, pixels, inside, steered, scale, chunk_size or self.encoder.chunk_size)
+        except ValueError as exc:
+            raise FalipError(str(exc)) from None
 
     def tokenize(self, texts: Union[str, Sequence[str]]) -> torch.Tensor:
         if self.tokenizer is None:
@@ -182,6 +241,13 @@ class FalipModel:
         regions_f = torch.nn.functional.normalize(self.encode_regions(image, regions, **region_options).float(), dim=-1)
         texts_f = torch.nn.functional.normalize(self.encode_text(texts).float(), dim=-1)
         return self.backbone.logit_scale.float().exp() * regions_f @ texts_f.t()
+
+
+def _region_list(regions) -> list:
+    """One box given alone becomes a list of one region."""
+    if isinstance(regions, (torch.Tensor, np.ndarray)) and regions.ndim == 1 or _is_single_box(regions):
+        return [regions]
+    return list(regions)
 
 
 def _is_single_box(regions) -> bool:

@@ -93,12 +93,16 @@ class Attention(nn.Module):
         q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
         return self.split_heads(q), self.split_heads(k), self.split_heads(v)
 
-    def forward(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None, causal: bool = False) -> torch.Tensor:
-        q, k, v = self.qkv(x)
+    def attend(self, q, k, v, bias: Optional[torch.Tensor] = None, causal: bool = False) -> torch.Tensor:
+        """Attention output (..., T, width) of per-head queries, keys and values (..., heads, T, head_dim),
+        with an optional additive bias on the logits: lets two streams mix their q, k and v."""
         if bias is not None:
             bias = bias.to(q.dtype)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=causal and bias is None)
         return self.out_proj(out.transpose(-3, -2).flatten(-2))
+
+    def forward(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None, causal: bool = False) -> torch.Tensor:
+        return self.attend(*self.qkv(x), bias, causal)
 
 
 class Mlp(nn.Module):

@@ -3,8 +3,10 @@
 Referring expressions: each image's candidate boxes get one feature per (model, method), reused by
 all of the image's expressions; the prediction is the best-scoring box, right when its IoU with a
 gold box exceeds the threshold. Scores are CLIP logits (`exp(logit_scale)` x cosine), optionally
-minus the mean over negative captions ("subtract", ReCLIP) and combined over every system by an
-ensemble. Region classification: one region per image, class features from prompt templates.
+minus the mean over negative captions ("subtract", ReCLIP: every distinct expression of the data
+set is encoded once, and a box's mean score over its negatives is its score against their mean
+feature) and combined over every system by an ensemble (raw logits summed by default, as the
+authors). Region classification: one region per image, class features from prompt templates.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from ..datasets import ClsDataset, RecImage, read_image
 from ..errors import FalipError
 from ..tasks.classify import class_features, resolve_templates, top_k
 from ..tasks.methods import TEMPLATE, get_method, region_features, text_features
-from ..tasks.rec import ensemble, iou, sample_negatives, subtract
+from ..tasks.rec import NegativeSampler, ensemble, iou
 from .store import ResultStore
 from .summary import write_summary
 
@@ -43,14 +45,17 @@ class RunConfig:
     form: str = "cls"
     template: str = TEMPLATE
     templates: str | list[str] = "photo"
-    subtract: int = 0
+    subtract: int = 0  # negative captions per expression (0: off)
     ensemble: Optional[str] = None
     iou: float = 0.5
     seed: int = 0
+    pasta_scale: float = 0.01
+    pasta_heads: Optional[str] = None  # "layer:head,..." (0-based); None: every head of the masked layers
     data: dict = field(default_factory=dict)
 
-    def falip_options(self) -> dict:
-        return {"alpha": self.alpha, "sigma": self.sigma, "layers": self.layers, "form": self.form}
+    def method_options(self) -> dict:
+        return {"alpha": self.alpha, "sigma": self.sigma, "layers": self.layers, "form": self.form,
+                "pasta_scale": self.pasta_scale, "pasta_heads": self.pasta_heads}
 
 
 def _check_methods(methods: Sequence[str]) -> None:
@@ -61,18 +66,23 @@ def _check_methods(methods: Sequence[str]) -> None:
 
 
 class _TextCache:
-    """Unit text features per (model, method, string): negatives repeat across expressions."""
+    """Unit text features per (model, method's text rewrite, string): expressions repeat across
+    methods, and the negatives of subtract are the data set's expressions, encoded once."""
 
-    def __init__(self, template: str):
+    def __init__(self, template: str, batch: int = 256):
         self.template = template
-        self.cache: dict[tuple[str, str, str], torch.Tensor] = {}
+        self.batch = batch
+        self.cache: dict[tuple, torch.Tensor] = {}
 
-    def __call__(self, name: str, model, method: str, texts: Sequence[str]) -> torch.Tensor:
-        missing = [t for t in dict.fromkeys(texts) if (name, method, t) not in self.cache]
-        if missing:
-            for t, f in zip(missing, text_features(model, missing, self.template, method)):
-                self.cache[(name, method, t)] = f
-        return torch.stack([self.cache[(name, method, t)] for t in texts])
+    def __call__(self, name: str, model, method: str, texts: Sequence[str], progress: bool = False) -> torch.Tensor:
+        rewrite = get_method(method).text
+        missing = [t for t in dict.fromkeys(texts) if (name, rewrite, t) not in self.cache]
+        starts = range(0, len(missing), self.batch)
+        for start in tqdm(starts, desc=f"texts ({name})", unit="batch", disable=not progress or len(starts) < 2):
+            part = missing[start : start + self.batch]
+            for t, f in zip(part, text_features(model, part, self.template, method)):
+                self.cache[(name, rewrite, t)] = f
+        return torch.stack([self.cache[(name, rewrite, t)] for t in texts])
 
 
 def _hits(scores: torch.Tensor, boxes: Sequence, gold: Sequence, threshold: float) -> tuple[int, float]:
@@ -83,16 +93,22 @@ def _hits(scores: torch.Tensor, boxes: Sequence, gold: Sequence, threshold: floa
     return int(scores.argmax()), sum(right) / len(right)
 
 
+def negative_seed(seed: int, key: str) -> int:
+    """The seed of an expression's negatives: the run's seed plus a hash of the expression's key."""
+    return seed + zlib.crc32(key.encode())
+
+
 def run_rec(models: dict, images: Sequence[RecImage], config: RunConfig, out: Path, *, limit: Optional[int] = None,
             overwrite: bool = False, progress: bool = True) -> dict:
     """Evaluate every (model, method) on the images' expressions; returns the summary."""
     _check_methods(config.methods)
     store = ResultStore(out, asdict(config), overwrite)
     done = store.done
-    pool = [e.text for item in images for e in item.expressions]
     todo = [e for item in images for e in item.expressions][:limit]
     wanted = {e.key for e in todo} - done
     texts = _TextCache(config.template)
+    pools: dict[tuple, torch.Tensor] = {}
+    sampler = NegativeSampler([e.text for item in images for e in item.expressions]) if config.subtract and wanted else None
     bar = tqdm(total=len(todo), initial=len(todo) - len(wanted), desc="expressions", disable=not progress, unit="expr")
     for item in images:
         exprs = [e for e in item.expressions if e.key in wanted]
@@ -102,16 +118,20 @@ def run_rec(models: dict, images: Sequence[RecImage], config: RunConfig, out: Pa
             raise FalipError(f"image {item.key} has no candidate boxes")
         image = read_image(item.image)
         own = [e.text for e in item.expressions]
-        negatives = [sample_negatives(pool, own, config.subtract, config.seed + zlib.crc32(e.key.encode())) for e in exprs] if config.subtract else None
+        negatives = [sampler.sample(own, config.subtract, negative_seed(config.seed, e.key)) for e in exprs] if sampler else None
         all_scores = {}
         for name, model in models.items():
             scale = model.backbone.logit_scale.float().exp().item()
             for method in config.methods:
-                feats = region_features(model, image, item.boxes, method, **config.falip_options())
+                feats = region_features(model, image, item.boxes, method, **config.method_options())
                 scores = scale * feats @ texts(name, model, method, [e.text for e in exprs]).T  # (R, E)
                 if negatives:
-                    neg = torch.stack([scale * feats @ texts(name, model, method, n).T for n in negatives], dim=1)  # (R, E, N)
-                    scores = subtract(scores, neg)
+                    pool_key = (name, get_method(method).text)
+                    if pool_key not in pools:  # (P, D): every distinct expression, encoded once per model and text rewrite
+                        pools[pool_key] = texts(name, model, method, sampler.texts, progress=progress)
+                    pool = pools[pool_key]
+                    mean_negative = torch.stack([pool[torch.as_tensor(n)].mean(0) for n in negatives])  # (E, D)
+                    scores = scores - scale * feats @ mean_negative.T
                 all_scores[f"{name}:{method}"] = scores
         if config.ensemble:
             all_scores["ensemble"] = ensemble(list(all_scores.values()), config.ensemble)
@@ -121,10 +141,7 @@ def run_rec(models: dict, images: Sequence[RecImage], config: RunConfig, out: Pa
             for system, scores in all_scores.items():
                 pred, correct = _hits(scores[:, j], item.boxes, expr.gold, config.iou)
                 results[system] = {"pred": pred, "correct": correct}
-            record = {"key": expr.key, "image": item.key, "text": expr.text, "results": results}
-            if negatives:
-                record["negatives"] = negatives[j]
-            records.append(record)
+            records.append({"key": expr.key, "image": item.key, "text": expr.text, "results": results})
         store.add(records)
         bar.update(len(records))
     bar.close()
@@ -150,7 +167,7 @@ def run_cls(models: dict, data: ClsDataset, config: RunConfig, out: Path, *, lim
         results = {}
         for name, model in models.items():
             for method in config.methods:
-                feats = region_features(model, image, [region], method, **config.falip_options())
+                feats = region_features(model, image, [region], method, **config.method_options())
                 scores = feats @ classes[(name, method)].T
                 hits = top_k(scores, [example.label])
                 results[f"{name}:{method}"] = {"pred": int(scores.argmax()), "top1": bool(hits[1][0]), "top5": bool(hits[5][0])}

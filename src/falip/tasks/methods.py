@@ -1,11 +1,15 @@
 """Region methods: how one region of an image becomes one CLIP feature, by name.
 
-"falip" biases attention (the foveal encoder); "plain" is the whole image for every region (no
-prompt, i.e. chance for ranking); the Table 5 ablations ("feature-mask", "replace-q",
-"replace-kv") change the attention operation; every pixel-editing prompt of `visual_prompts`
-edits a copy of the image per region; "<prompt>+falip" edits the image and then applies FALIP to
-the same region. A method may also rewrite the text (CPT names the shade's colour). A new method
-is a function plus an entry in `METHODS`.
+- "falip": the foveal bias on the [CLS] row (the fast engine);
+- "plain": the whole image for every region (no prompt, i.e. chance for ranking);
+- Table 5's attention operations: "feature-mask" (Fig. 7a), "replace-v" and "replace-qk" (the
+  two-stream variants of Fig. 7b and 7c, with the `red_circle` image as the prompted stream), and
+  two of ours that are not the paper's, "ours-mean-q" and "ours-hard-kv" (`falip.ablations`);
+- "pasta": PASTA's attention steering on the region (Table 1, `falip.pasta`);
+- every pixel prompt of `visual_prompts` (edits a copy of the image per region), and
+  "<prompt>+falip": the image edited, then FALIP on the same region.
+A method may also rewrite the text (CPT names the shade's colour). Each method takes only the run
+options it uses (`Method.options`). A new method is a function plus an entry in `METHODS`.
 """
 
 from __future__ import annotations
@@ -19,23 +23,29 @@ from PIL import Image
 
 from ..ablations import OPERATIONS
 from ..errors import FalipError
+from ..pasta import parse_heads
 from ..preprocess import open_image
 from ..regions import Region, region_box
+from ..two_stream import TWO_STREAM_MODES
 from .visual_prompts import VISUAL_PROMPTS, cpt_text
 
 TEMPLATE = "a photo of {}"
 FALIP_OPTIONS = ("alpha", "sigma", "layers", "form")
+PASTA_OPTIONS = ("layers", "pasta_scale", "pasta_heads")
+METHOD_OPTIONS = FALIP_OPTIONS + PASTA_OPTIONS[1:]
+TWO_STREAM_PROMPT = "red_circle"
 Features = Callable[..., torch.Tensor]
 
 
 @dataclass(frozen=True)
 class Method:
-    """`features(model, image, regions, **falip_options) -> (R, D)`; `text` rewrites each query."""
+    """`features(model, image, regions, **options) -> (R, D)`; `text` rewrites each query;
+    `options` names the run options (of `METHOD_OPTIONS`) the method takes."""
 
     name: str
     features: Features
     text: Callable[[str], str] = str
-    takes_falip_options: bool = False
+    options: tuple[str, ...] = ()
 
 
 def _plain(model, image: Image.Image, regions: Sequence[Region], **_) -> torch.Tensor:
@@ -47,6 +57,25 @@ def _falip(operation: str = "bias") -> Features:
         return model.encode_regions(image, list(regions), operation=operation, **options)
 
     return features
+
+
+def _two_stream(mode: str) -> Features:
+    prompt = VISUAL_PROMPTS[TWO_STREAM_PROMPT]
+
+    def features(model, image, regions, **options) -> torch.Tensor:
+        edited = [prompt(image, region_box(r)) for r in regions]
+        return model.encode_two_stream(image, edited, list(regions), mode, **options)
+
+    return features
+
+
+def _pasta(model, image, regions, layers=None, pasta_scale: float = 0.01, pasta_heads=None) -> torch.Tensor:
+    if isinstance(pasta_heads, str):
+        try:
+            pasta_heads = parse_heads(pasta_heads)
+        except ValueError as exc:
+            raise FalipError(str(exc)) from None
+    return model.encode_pasta(image, list(regions), scale=pasta_scale, layers=layers, heads=pasta_heads)
 
 
 def _prompted(prompt_name: str, then_falip: bool = False) -> Features:
@@ -67,11 +96,16 @@ def _text_of(prompt_name: str) -> Callable[[str], str]:
 
 METHODS: dict[str, Method] = {
     "plain": Method("plain", _plain),
-    "falip": Method("falip", _falip(), takes_falip_options=True),
-    **{op: Method(op, _falip(op), takes_falip_options=True) for op in OPERATIONS},
+    "falip": Method("falip", _falip(), options=FALIP_OPTIONS),
+    **{op: Method(op, _falip(op), options=FALIP_OPTIONS) for op in OPERATIONS},
+    "replace-v": Method("replace-v", _two_stream("replace-v"), options=("layers",)),
+    "replace-qk": Method("replace-qk", _two_stream("replace-qk"), options=("alpha", "sigma", "layers")),
+    "pasta": Method("pasta", _pasta, options=PASTA_OPTIONS),
     **{p: Method(p, _prompted(p), _text_of(p)) for p in VISUAL_PROMPTS},
-    **{f"{p}+falip": Method(f"{p}+falip", _prompted(p, True), _text_of(p), True) for p in VISUAL_PROMPTS if p != "crop"},
+    **{f"{p}+falip": Method(f"{p}+falip", _prompted(p, True), _text_of(p), FALIP_OPTIONS) for p in VISUAL_PROMPTS
+       if p != "crop" and not p.startswith("red_circle_e")},
 }
+assert set(TWO_STREAM_MODES) <= set(METHODS)
 
 
 def get_method(name: str) -> Method:
@@ -81,15 +115,15 @@ def get_method(name: str) -> Method:
 
 
 @torch.no_grad()
-def region_features(model, image, regions: Sequence[Region], method: str = "falip", **falip_options) -> torch.Tensor:
+def region_features(model, image, regions: Sequence[Region], method: str = "falip", **options) -> torch.Tensor:
     """Unit features (R, D) of one image's regions (`xywh` boxes or binary masks) under a method.
-    `falip_options` (alpha, sigma, layers, form) go to the methods that use FALIP."""
+    `options` (alpha, sigma, layers, form, pasta_scale, pasta_heads) go to the methods that use them."""
     spec = get_method(method)
-    unknown = set(falip_options) - set(FALIP_OPTIONS)
+    unknown = set(options) - set(METHOD_OPTIONS)
     if unknown:
-        raise FalipError(f"unknown FALIP option(s) {', '.join(sorted(unknown))}; known: {', '.join(FALIP_OPTIONS)}")
-    options = falip_options if spec.takes_falip_options else {}
-    feats = spec.features(model, open_image(image), list(regions), **options)
+        raise FalipError(f"unknown method option(s) {', '.join(sorted(unknown))}; known: {', '.join(METHOD_OPTIONS)}")
+    used = {k: v for k, v in options.items() if k in spec.options}
+    feats = spec.features(model, open_image(image), list(regions), **used)
     return F.normalize(feats.float(), dim=-1)
 
 

@@ -1,10 +1,13 @@
 """Referring expression comprehension: rank candidate boxes for an expression, zero-shot.
 
-Box features come from a region method (`methods`); scores are cosine similarities. "subtract"
-(ReCLIP) removes each box's mean score over negative captions sampled from the dataset's other
-expressions, and ensembles add or take the maximum of several methods' or models' scores, each
-softmax-normalised over the boxes first. A prediction is right when its box overlaps a gold box
-with IoU above 0.5.
+Box features come from a region method (`methods`); scores are CLIP logits. "subtract" (ReCLIP,
+the paper's Sec. 3.3.1) removes each box's mean score over Q negative captions sampled, seeded,
+from the data set's expressions of other images; Q = 500 by default, the value in a commented-out
+line of the FALIP authors' `main.py` (their released code runs with subtract switched off).
+Ensembles combine several methods' or models' scores: by default the raw logits are summed, as the
+authors' code does (`--box_method_aggregator sum`, and a sum over models); "softmax-sum" and
+"softmax-max" normalise each system over the boxes first. A prediction is right when its box
+overlaps a gold box with IoU above 0.5.
 """
 
 from __future__ import annotations
@@ -27,13 +30,29 @@ def iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
+class NegativeSampler:
+    """Draws negative captions from a data set's expressions: `sample` returns indices into
+    `texts` (the distinct expressions, sorted), so each caption is encoded once and reused."""
+
+    def __init__(self, pool: Sequence[str]):
+        self.texts = sorted(set(pool))
+        self._index = {t: i for i, t in enumerate(self.texts)}
+
+    def sample(self, exclude: Sequence[str], count: int, seed: int) -> np.ndarray:
+        """`count` distinct indices (all there are if fewer), none of a text in `exclude`, seeded."""
+        allowed = np.ones(len(self.texts), bool)
+        allowed[[self._index[t] for t in exclude if t in self._index]] = False
+        candidates = np.flatnonzero(allowed)
+        if candidates.size == 0:
+            raise FalipError("no negative captions to subtract: the pool holds only this image's expressions")
+        rng = np.random.default_rng(seed)
+        return candidates[rng.choice(candidates.size, size=min(count, candidates.size), replace=False)]
+
+
 def sample_negatives(pool: Sequence[str], exclude: Sequence[str], count: int, seed: int) -> list[str]:
     """`count` distinct captions from `pool` (the dataset's other expressions), none in `exclude`, seeded."""
-    candidates = sorted(set(pool) - set(exclude))
-    if not candidates:
-        raise FalipError("no negative captions to subtract: the pool holds only this image's expressions")
-    rng = np.random.default_rng(seed)
-    return [candidates[i] for i in rng.choice(len(candidates), size=min(count, len(candidates)), replace=False)]
+    sampler = NegativeSampler(pool)
+    return [sampler.texts[i] for i in sampler.sample(exclude, count, seed)]
 
 
 def subtract(scores: torch.Tensor, negative_scores: torch.Tensor) -> torch.Tensor:
@@ -44,14 +63,17 @@ def subtract(scores: torch.Tensor, negative_scores: torch.Tensor) -> torch.Tenso
     return scores - negative_scores.mean(dim=-1)
 
 
+ENSEMBLES = ("sum", "max", "softmax-sum", "softmax-max")
+
+
 def ensemble(scores: Sequence[torch.Tensor], how: str = "sum") -> torch.Tensor:
-    """Combine (R, T) score matrices of several methods or models, each softmax-normalised over boxes."""
-    stacked = torch.stack([torch.softmax(s, dim=0) for s in scores])
-    if how == "sum":
-        return stacked.sum(0)
-    if how == "max":
-        return stacked.amax(0)
-    raise FalipError(f"unknown ensemble {how!r}; choose sum or max")
+    """Combine (R, T) score matrices of several methods or models: "sum" / "max" of the raw logits
+    (the authors'), or "softmax-sum" / "softmax-max" of each softmax-normalised over the boxes."""
+    if how not in ENSEMBLES:
+        raise FalipError(f"unknown ensemble {how!r}; choose one of {', '.join(ENSEMBLES)}")
+    normalise, combine = how.startswith("softmax-"), how.removeprefix("softmax-")
+    stacked = torch.stack([torch.softmax(s, dim=0) if normalise else s for s in scores])
+    return stacked.sum(0) if combine == "sum" else stacked.amax(0)
 
 
 def accuracy_at_iou(chosen: Sequence[Sequence[float]], gold: Sequence[Sequence[float]], threshold: float = 0.5) -> float:

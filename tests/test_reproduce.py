@@ -10,22 +10,35 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import make_hf_dir
+from conftest import SHARED, make_hf_dir
 from falip.cli import cli
+from falip.paper_tables import PAPER, REC_SPLITS
+from falip.reproduce import TABLES
 from test_datasets import write_cub, write_image
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "REPRODUCE.md"
 
 
+def guide_sections() -> dict[str, list[str]]:
+    """The `falip eval` lines of each `## Table N` section of the guide."""
+    sections = {}
+    for match in re.finditer(r"^## Tables? ([\d, and]+):.*?(?=^## |\Z)", GUIDE.read_text(), flags=re.S | re.M):
+        blocks = re.findall(r"```bash\n(.*?)```", match.group(0), flags=re.S)
+        lines = [line for block in blocks for line in block.splitlines() if line.startswith("falip eval")]
+        for number in re.findall(r"\d+", match.group(1)):
+            sections[number] = lines
+    return sections
+
+
 def guide_commands() -> list[str]:
-    blocks = re.findall(r"```bash\n(.*?)```", GUIDE.read_text(), flags=re.S)
-    return [line for block in blocks for line in block.splitlines() if line.startswith("falip eval")]
+    return list(dict.fromkeys(c for lines in guide_sections().values() for c in lines))
 
 
 @pytest.fixture(scope="module")
 def layouts(tmp_path_factory):
     root = tmp_path_factory.mktemp("layouts")
     model = make_hf_dir(root / "clip-12-layers", layers=12)  # ViT-B/16's depth, so the layer sets exist
+    large = make_hf_dir(root / "clip-large", layers=12, seed=1)
     coco = root / "coco"
     files = [f"COCO_train2014_{i:012d}.jpg" for i in (1, 2)]
     for seed, name in enumerate(files):
@@ -37,10 +50,12 @@ def layouts(tmp_path_factory):
             lines.append({"file_name": name.replace(".jpg", f"_{10 * i + k}.jpg"), "image_id": i + 1, "ann_id": 10 * i + k,
                           "anns": anns, "sentences": [{"raw": f"thing {i} {k}"}, {"raw": f"object {i} {k}"}]})
     reclip = root / "reclip"
+    dets = root / "dets"
     reclip.mkdir()
-    names = {m for c in guide_commands() for m in re.findall(r"\$RECLIP/(\S+)", c)}
-    for name in names:
-        (reclip / name).write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    dets.mkdir()
+    for split in REC_SPLITS:
+        (reclip / f"{split}.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+        (dets / f"{split}.json").write_text(json.dumps({"1": [[0, 0, 22, 22], [28, 4, 33, 40]], "2": [[4, 20, 12, 14]]}))
 
     cub = root / "CUB_200_2011"
     cub_files = write_cub(cub)
@@ -56,7 +71,7 @@ def layouts(tmp_path_factory):
         note = dogs / "Annotation" / breed / f"{breed[:9]}_1"
         note.parent.mkdir(parents=True)
         note.write_text("<annotation><object><bndbox><xmin>4</xmin><ymin>5</ymin><xmax>30</xmax><ymax>40</ymax></bndbox></object></annotation>")
-    scipy_io = pytest.importorskip("scipy.io")
+    import scipy.io as scipy_io
     listed = np.empty((2, 1), dtype=object)
     listed[0, 0] = np.array(["n02085620-Chihuahua/n02085620_1.jpg"])
     listed[1, 0] = np.array(["n02085782-Japanese_spaniel/n02085782_1.jpg"])
@@ -69,21 +84,40 @@ def layouts(tmp_path_factory):
         mask[8:30, 10:40, 0] = label + 1
         (imagenet_s / "validation-segmentation" / wnid).mkdir(parents=True)
         Image.fromarray(mask).save(imagenet_s / "validation-segmentation" / wnid / "val_0.png")
-    return {"$MODEL": str(model), "$COCO": str(coco), "$RECLIP": str(reclip), "$CUB": str(cub), "$DOGS": str(dogs),
-            "$WATERBIRDS": str(waterbirds), "$IMAGENET_S": str(imagenet_s), "$OUT": str(root / "out")}
+    return {"$LARGE": str(large), "$MODEL": str(model), "$COCO": str(coco), "$RECLIP": str(reclip), "$SPLIT": "refcoco_val",
+            "$DETS": str(dets / "refcoco_val.json"), "$CUB": str(cub), "$DOGS": str(dogs), "$WATERBIRDS": str(waterbirds),
+            "$IMAGENET_S": str(imagenet_s), "$OUT": str(root / "out"), "root": root, "dets": str(dets)}
 
 
-def test_the_guide_covers_every_table():
-    text = GUIDE.read_text()
-    for table in (1, 2, 5, 6, 10, 11, 12, 13, 14):
-        assert re.search(rf"^## Tables? .*\b{table}\b", text, flags=re.M), f"no section for Table {table}"
-    assert len(guide_commands()) >= 25
+def test_the_guide_has_every_table_and_the_same_commands_as_falip_reproduce():
+    sections = guide_sections()
+    for number in TABLES:
+        assert number in sections, f"no section for Table {number}"
+        own = TABLES[number].commands
+        assert sections[number] == own, f"Table {number}: the guide's commands differ from `falip reproduce {number}`"
+    assert len(guide_commands()) >= 40
+
+
+def test_the_paper_numbers_are_the_papers():
+    paper = SHARED / "paper" / "falip-eccv2024.txt"
+    if not paper.is_file():
+        pytest.skip(f"the paper is not at {paper} (../shared is absent)")
+    text = " ".join(paper.read_text().split())
+    for number, table in PAPER.items():
+        for row, values in table["rows"].items():
+            assert len(values) == len(table["columns"]), (number, row)
+            printed = " ".join(f"{v:,}" if isinstance(v, int) else f"{v:.1f}" for v in values)
+            assert printed in text, f"Table {number}, {row}: {printed} is not in the paper"
+    assert set(PAPER) == set(TABLES)
+    for number, spec in TABLES.items():
+        assert not spec.cells or set(spec.cells) == set(PAPER[number]["rows"]), number
 
 
 @pytest.mark.parametrize("command", guide_commands())
 def test_guide_command_runs_on_fixtures(layouts, command):
     for placeholder, value in layouts.items():
-        command = command.replace(placeholder, value)
+        if placeholder.startswith("$"):
+            command = command.replace(placeholder, value)
     assert "$" not in command, f"unknown placeholder in {command}"
     args = shlex.split(command)[1:] + ["--limit", "2", "--quiet"]
     result = CliRunner().invoke(cli, args)
@@ -93,3 +127,54 @@ def test_guide_command_runs_on_fixtures(layouts, command):
     methods = args[args.index("--method") + 1].split(",")
     assert {row.rsplit(":", 1)[-1] for row in summary if row != "ensemble"} == set(methods)
     assert all(entry[next(iter(entry))]["n"] == 2 for entry in summary.values())
+
+
+def write_config(layouts, path):
+    keys = {"model": "$MODEL", "large": "$LARGE", "coco": "$COCO", "reclip": "$RECLIP", "cub": "$CUB", "dogs": "$DOGS",
+            "waterbirds": "$WATERBIRDS", "imagenet_s": "$IMAGENET_S"}
+    lines = [f'{key} = "{layouts[placeholder]}"' for key, placeholder in keys.items()] + [f'detections = "{layouts["dets"]}"']
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_reproduce_runs_a_table_and_prints_it_beside_the_papers_numbers(layouts, tmp_path):
+    data = write_config(layouts, tmp_path / "data.toml")
+    out = tmp_path / "runs"
+    args = ["reproduce", "5", "--data", str(data), "--out", str(out), "--limit", "2", "--quiet"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    assert sorted(p.name for p in (out / "table5").iterdir()) == sorted(REC_SPLITS)
+    rows = {line.split("|")[1].strip(): line for line in result.stdout.splitlines() if line.startswith("| ") and "| row |" not in line}
+    assert list(rows) == list(PAPER["5"]["rows"])
+    summary = json.loads((out / "table5" / "refcoco_val" / "summary.json").read_text())
+    ours = 100 * next(v for k, v in summary.items() if k.endswith(":replace-v"))["correct"]["accuracy"]
+    cells = [c.strip() for c in rows["Replace v"].split("|")[2:-1]]
+    assert cells[2] == f"{ours:.1f} (36.2, {ours - 36.2:+.1f})"  # RefCOCO val: ours, the paper's, the difference
+    assert cells[-1].endswith("(39.0, " + cells[-1].split(", ")[-1])  # the Avg column: mean of ours beside the paper's 39.0
+    assert (out / "table5.md").read_text() in result.stdout
+    again = CliRunner().invoke(cli, args)  # resumed: nothing left to compute, the same table
+    assert again.exit_code == 0 and again.stdout == result.stdout
+
+
+def test_reproduce_counts_the_data_sets_for_tables_7_and_8(layouts, tmp_path):
+    data = write_config(layouts, tmp_path / "data.toml")
+    seven = CliRunner().invoke(cli, ["reproduce", "7", "--data", str(data)])
+    assert seven.exit_code == 0, seven.output
+    assert "| Images | 2 (750, -748) |" in seven.output and "| Refs | 8 (1,975, -1,967) |" in seven.output
+    eight = CliRunner().invoke(cli, ["reproduce", "8", "--data", str(data)])
+    assert eight.exit_code == 0, eight.output
+    assert "| Categories | 2 (120, -118) |" in eight.output
+
+
+def test_reproduce_list_and_its_errors(tmp_path):
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["reproduce", "--list"])
+    assert listed.exit_code == 0 and all(f"Table {n:>2}:" in listed.output for n in TABLES)
+    for args, message in ((["reproduce", "3"], "not yet"), (["reproduce", "15"], "no table '15'"),
+                          (["reproduce", "5", "--out", str(tmp_path)], "--data is needed")):
+        result = runner.invoke(cli, args)
+        assert "FalipError" in repr(result.exception) and message in str(result.exception), args
+    partial = tmp_path / "partial.toml"
+    partial.write_text('model = "x"\n')
+    missing = runner.invoke(cli, ["reproduce", "5", "--data", str(partial), "--out", str(tmp_path / "o")])
+    assert "needs `reclip`" in str(missing.exception)

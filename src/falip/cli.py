@@ -224,8 +224,10 @@ def check_reference(folder, gaussian) -> None:
 
 
 from .cli_eval import eval_group  # noqa: E402  (after `cli`, which it joins)
+from .cli_reproduce import reproduce  # noqa: E402
 
 cli.add_command(eval_group)
+cli.add_command(reproduce)
 
 
 def main() -> None:

@@ -63,10 +63,7 @@ def _dogs_split(root: Path, split: str) -> Optional[set[str]]:
         return None
     for candidate in (root / f"{split}_list.mat", root / "lists" / f"{split}_list.mat"):
         if candidate.is_file():
-            try:
-                from scipy.io import loadmat
-            except ImportError:
-                raise FalipError("reading Stanford Dogs' .mat split lists needs scipy: pip install scipy") from None
+            from scipy.io import loadmat
             files = loadmat(candidate)["file_list"]
             return {str(np.asarray(f).reshape(-1)[0]) for f in files.reshape(-1)}
     raise FalipError(f"Stanford Dogs split list {split}_list.mat not found in {root} or {root / 'lists'} (or use split 'all')")

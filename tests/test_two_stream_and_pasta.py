@@ -10,7 +10,8 @@ import torch
 import falip
 from falip.encoder import FovealEncoder
 from falip.errors import FalipError
-from falip.pasta import parse_heads, pasta_features, steered_heads
+from falip.masks import parse_heads, select_heads
+from falip.pasta import pasta_features
 from falip.tasks.methods import region_features
 from falip.two_stream import two_stream_features
 
@@ -161,7 +162,7 @@ def test_pasta_drives_cls_attention_outside_the_region_to_zero(tiny_backbone, im
     visual = tiny_backbone.visual
     pixels, _ = images
     inside = inside_of(region_rows(visual.cfg.num_tokens))[0]
-    heads = steered_heads(LAYERS, None, 6, 4)
+    heads = select_heads(LAYERS, None, 6, 4)
     outside_share = []
     with torch.no_grad():
         for scale in (1.0, 0.1, 0.01, 1e-6):
@@ -173,13 +174,13 @@ def test_pasta_drives_cls_attention_outside_the_region_to_zero(tiny_backbone, im
 
 def test_pasta_heads_parse_and_check():
     assert parse_heads("9:5, 10:0") == [(9, 5), (10, 0)]
-    assert steered_heads([4, 5], None, 6, 2) == {4: [0, 1], 5: [0, 1]}
-    assert steered_heads([5], [(-1, 1), (3, 0), (5, 0)], 6, 2) == {3: [0], 5: [0, 1]}
+    assert select_heads([4, 5], None, 6, 2) == {4: [0, 1], 5: [0, 1]}
+    assert select_heads([5], [(-1, 1), (3, 0), (5, 0)], 6, 2) == {3: [0], 5: [0, 1]}
     for bad in ("9", "a:b", "", "9:-1"):
         with pytest.raises(ValueError):
             parse_heads(bad)
     with pytest.raises(ValueError, match="does not exist"):
-        steered_heads([5], [(6, 0)], 6, 2)
+        select_heads([5], [(6, 0)], 6, 2)
 
 
 def test_the_methods_through_the_model(hf_dir):

@@ -255,3 +255,53 @@ def format_rec_row(row: RecBenchRow, boxes: int, images: int) -> str:
         f"{row.subtract / row.engine:.2f} of (c) without; the pool of {row.pool} captions is encoded once per split "
         f"at {row.pool_rate:.1f} captions/s"
     )
+
+
+@dataclass
+class UnleashBenchRow:
+    regions: int
+    prompt: float  # regions/s: the prompted images through plain CLIP, batched per image
+    unleash: float  # regions/s: the same prompted images unleashed (plus one original per image)
+
+    @property
+    def cost(self) -> float:
+        """Unleash's time per region over the prompt's alone."""
+        return self.prompt / self.unleash
+
+
+@torch.no_grad()
+def run_unleash_workload(regions: int = 10, images: int = 2, vision: VisionConfig = VIT_B16, repeats: int = 2,
+                         seed: int = 0) -> UnleashBenchRow:
+    """`<prompt>+unleash` against the prompt alone on the same prompted images (the pixel editing,
+    the same for both, is left out): unleash decomposes the [CLS] of every prompted image and of the
+    original once per image."""
+    from .unleash import unleash_features
+
+    torch.manual_seed(seed)
+    model = random_backbone(vision, seed)
+    visual, layers = model.visual, default_layers(vision.layers)
+    originals = torch.randn(images, 1, 3, vision.image_size, vision.image_size)
+    prompted = torch.randn(images, regions, 3, vision.image_size, vision.image_size)
+
+    def prompt_only():
+        return [visual(p) for p in prompted]
+
+    def unleashed():
+        return [unleash_features(visual, o, p, layers) for o, p in zip(originals, prompted)]
+
+    best = {"prompt": float("inf"), "unleash": float("inf")}
+    unleashed()  # warm-up
+    for _ in range(repeats):
+        for name, fn in (("prompt", prompt_only), ("unleash", unleashed)):
+            took, _ = _timed(fn)
+            best[name] = min(best[name], took)
+    total = regions * images
+    return UnleashBenchRow(regions, total / best["prompt"], total / best["unleash"])
+
+
+def format_unleash_row(row: UnleashBenchRow, vision: VisionConfig) -> str:
+    return (
+        f"unleash, ViT {vision.layers}x{vision.width} @ {vision.image_size}px, {row.regions} regions per image: "
+        f"prompt alone {row.prompt:.2f} regions/s | prompt+unleash {row.unleash:.2f} regions/s | "
+        f"unleash costs {row.cost:.2f}x the prompt alone per region"
+    )

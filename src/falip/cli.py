@@ -78,7 +78,8 @@ def score(image, model_name, boxes, masks, texts, box_format, alpha, sigma, laye
 @click.option("--small", is_flag=True, help="A tiny ViT instead of ViT-B/16 (a smoke run).")
 @click.option("--rec", "rec_expressions", default=None, help="Instead: a RefCOCO-shaped workload; comma-separated expressions per image, e.g. 8,7.")
 @click.option("--boxes", default=10, show_default=True, help="With --rec: boxes per image.")
-def bench(regions, images, repeats, threads, small, rec_expressions, boxes) -> None:
+@click.option("--unleash", is_flag=True, help="Instead: the cost of <prompt>+unleash per region against the prompt alone.")
+def bench(regions, images, repeats, threads, small, rec_expressions, boxes, unleash) -> None:
     """Regions/s: the authors' approach vs a batched forward vs this engine (or, with --rec,
     expressions/s on a referring-expression workload)."""
     import torch
@@ -98,6 +99,10 @@ def bench(regions, images, repeats, threads, small, rec_expressions, boxes) -> N
         click.echo(bench_mod.format_rec_row(row, boxes, len(counts)))
         return
     counts = [int(v) for v in _floats(regions, "--regions")]
+    if unleash:
+        for count in counts:
+            click.echo(bench_mod.format_unleash_row(bench_mod.run_unleash_workload(count, images, vision, repeats), vision))
+        return
     click.echo(bench_mod.header(vision, images, repeats))
     bench_mod.run(counts, images, vision, repeats, log=click.echo)
 
@@ -224,10 +229,13 @@ def check_reference(folder, gaussian) -> None:
 
 
 from .cli_eval import eval_group  # noqa: E402  (after `cli`, which it joins)
+from .cli_heads import explain_command, heads_group  # noqa: E402
 from .cli_reproduce import reproduce  # noqa: E402
 
 cli.add_command(eval_group)
 cli.add_command(reproduce)
+cli.add_command(heads_group)
+cli.add_command(explain_command)
 
 
 def main() -> None:

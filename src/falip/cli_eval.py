@@ -24,6 +24,8 @@ def _shared_options(func):
         click.option("--form", type=click.Choice(["cls", "all", "diag"]), default="cls", show_default=True, help="Mask form a/b/c (Table 6)."),
         click.option("--pasta-scale", type=float, default=0.01, show_default=True, help="pasta: the factor on attention to keys outside the region."),
         click.option("--pasta-heads", default=None, help="pasta: LAYER:HEAD,... (0-based) to steer [default: every head of --layers]."),
+        click.option("--unleash-layers", default=None, help="<prompt>+unleash: 0-based layers whose heads are edited [default: the last third]."),
+        click.option("--unleash-heads", default=None, help="<prompt>+unleash: LAYER:HEAD,... to edit [default: every head of --unleash-layers]."),
         click.option("--split", default=None, help="Dataset split (each dataset has its own default)."),
         click.option("--limit", type=int, default=None, help="Only the first N expressions / images (a quick run)."),
         click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for results.jsonl and summary.{md,csv,json}; a rerun resumes."),
@@ -88,7 +90,7 @@ def eval_group() -> None:
 @click.option("--ensemble", type=click.Choice(["sum", "max", "softmax-sum", "softmax-max"]), default=None,
               help="Add a row combining every model and method: raw logits summed (sum, the authors') or maxed, or each softmax-normalised over boxes first.")
 @click.option("--iou", type=float, default=0.5, show_default=True)
-def eval_rec(dataset, models, methods, alpha, sigma, layers, form, pasta_scale, pasta_heads, split, limit, out, overwrite, preprocess, device, seed, quiet,
+def eval_rec(dataset, models, methods, alpha, sigma, layers, form, pasta_scale, pasta_heads, unleash_layers, unleash_heads, split, limit, out, overwrite, preprocess, device, seed, quiet,
              annotations, images, instances, detections, split_by, count, template, subtract, ensemble, iou) -> None:
     """Referring expression comprehension: pick each expression's box among the candidates.
 
@@ -101,7 +103,8 @@ def eval_rec(dataset, models, methods, alpha, sigma, layers, form, pasta_scale, 
     data = open_rec(dataset, **data_opts)
     config = RunConfig("rec", dataset, list(models), _list(methods), alpha, sigma, _layers(layers), form,
                        template=template, subtract=subtract, ensemble=ensemble, iou=iou, seed=seed,
-                       pasta_scale=pasta_scale, pasta_heads=pasta_heads, data=data_opts)
+                       pasta_scale=pasta_scale, pasta_heads=pasta_heads, unleash_layers=_layers(unleash_layers),
+                       unleash_heads=unleash_heads, data=data_opts)
     summary = run_rec(_models(models, device, preprocess), data, config, Path(out), limit=limit, overwrite=overwrite, progress=not quiet)
     _report(summary, out)
 
@@ -115,7 +118,7 @@ def eval_rec(dataset, models, methods, alpha, sigma, layers, form, pasta_scale, 
 @click.option("--region", type=click.Choice(["mask", "box"]), default=None, help="imagenet-s: the mask or its box.")
 @click.option("--count", type=int, default=None, help="scenes: how many test scenes [default 500].")
 @click.option("--templates", default="photo", show_default=True, help="A template set (photo, bird, dog, ensemble7) or templates separated by '|'.")
-def eval_cls(dataset, models, methods, alpha, sigma, layers, form, pasta_scale, pasta_heads, split, limit, out, overwrite, preprocess, device, seed, quiet,
+def eval_cls(dataset, models, methods, alpha, sigma, layers, form, pasta_scale, pasta_heads, unleash_layers, unleash_heads, split, limit, out, overwrite, preprocess, device, seed, quiet,
              root, cub_root, names, categories, region, count, templates) -> None:
     """Region-prompted classification: name each image's region; top-1 and top-5.
 
@@ -128,7 +131,8 @@ def eval_cls(dataset, models, methods, alpha, sigma, layers, form, pasta_scale, 
     data = open_cls(dataset, **data_opts)
     chosen = templates if templates in TEMPLATE_SETS else [t for t in templates.split("|") if t]
     config = RunConfig("cls", dataset, list(models), _list(methods), alpha, sigma, _layers(layers), form,
-                       templates=chosen, seed=seed, pasta_scale=pasta_scale, pasta_heads=pasta_heads, data=data_opts)
+                       templates=chosen, seed=seed, pasta_scale=pasta_scale, pasta_heads=pasta_heads,
+                       unleash_layers=_layers(unleash_layers), unleash_heads=unleash_heads, data=data_opts)
     summary = run_cls(_models(models, device, preprocess), data, config, Path(out), limit=limit, overwrite=overwrite, progress=not quiet)
     _report(summary, out)
 

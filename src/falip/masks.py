@@ -11,6 +11,7 @@ that is added to the attention logits. Where it is added is the mask *form*:
 from __future__ import annotations
 
 import math
+from typing import Optional, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -161,3 +162,31 @@ def resolve_layers(layers: list[int] | tuple[int, ...] | None, depth: int) -> li
     if not out:
         raise ValueError("no layer to mask: give at least one layer index")
     return sorted(out)
+
+
+def parse_heads(text: str) -> list[tuple[int, int]]:
+    """'9:5,10:0' -> [(9, 5), (10, 0)] (0-based layer:head pairs)."""
+    pairs = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        layer, sep, head = item.partition(":")
+        if not sep or not layer.strip().lstrip("-").isdigit() or not head.strip().isdigit():
+            raise ValueError(f"a head is LAYER:HEAD (0-based integers), got {item!r}")
+        pairs.append((int(layer), int(head)))
+    if not pairs:
+        raise ValueError("no head given: use LAYER:HEAD,...")
+    return pairs
+
+
+def select_heads(layers: Sequence[int], heads: Optional[Sequence[tuple[int, int]]], depth: int, num_heads: int) -> dict[int, list[int]]:
+    """{layer: [heads]}: the given (layer, head) pairs, or every head of `layers` (PASTA's steered
+    heads, unleash's edited heads)."""
+    if heads is None:
+        return {int(layer) % depth: list(range(num_heads)) for layer in layers}
+    out: dict[int, list[int]] = {}
+    for layer, head in heads:
+        if not -depth <= layer < depth or not 0 <= head < num_heads:
+            raise ValueError(f"head {layer}:{head} does not exist: the model has {depth} layers of {num_heads} heads")
+        out.setdefault(layer % depth, []).append(head)
+    return {layer: sorted(set(h)) for layer, h in sorted(out.items())}

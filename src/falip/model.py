@@ -14,10 +14,12 @@ from .backbones import ClipBackbone, ClipTokenizer, load_checkpoint
 from .encoder import DEFAULT_CHUNK, FovealEncoder
 from .errors import FalipError
 from .masks import BOX_RULES, GAUSSIAN_NUMERICS, MASK_FORMS, resolve_layers
-from .pasta import PASTA_SCALE, pasta_features, steered_heads
+from .masks import select_heads
+from .pasta import PASTA_SCALE, pasta_features
 from .preprocess import OPENAI_MEAN, OPENAI_STD, ImageInput, Preprocessing, open_image
 from .regions import Region, region_bias_rows
 from .two_stream import TWO_STREAM_MODES, two_stream_features
+from .unleash import unleash_features
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 TextInput = Union[str, Sequence[str], torch.Tensor]
@@ -213,9 +215,32 @@ class FalipModel:
         inside = self.region_rows(img.size, regions, alpha=1.0, sigma=100.0, box_format=box_format) > 0
         vision = self.backbone.cfg.vision
         try:
-            steered = steered_heads(self._masked_layers(layers), heads, vision.layers, vision.heads)
+            steered = select_heads(self._masked_layers(layers), heads, vision.layers, vision.heads)
             pixels = self.pixels(img).to(self.device, self.dtype)
             return pasta_features(self.backbone.visual, pixels, inside, steered, scale, chunk_size or self.encoder.chunk_size)
+        except ValueError as exc:
+            raise FalipError(str(exc)) from None
+
+    @torch.no_grad()
+    def encode_unleashed(
+        self,
+        image: ImageInput,
+        prompted: Sequence[ImageInput],
+        *,
+        layers: Optional[Sequence[int]] = None,
+        heads: Optional[Sequence[tuple[int, int]]] = None,
+        chunk_size: Optional[int] = None,
+    ) -> torch.Tensor:
+        """Unleashed features (R, D) of R prompted copies of `image` (the paper's Eq. 6): each prompted
+        feature with the heads' change `G' - G` added once more in `layers` (default: the last third,
+        the last 4 of 12), or only for the (layer, head) pairs in `heads`. See `falip.unleash`."""
+        if not len(prompted):
+            raise FalipError("no prompted image given")
+        pixels = self.pixels(open_image(image)).to(self.device, self.dtype)
+        edited = self.pixels([open_image(p) for p in prompted]).to(self.device, self.dtype)
+        try:
+            return unleash_features(self.backbone.visual, pixels, edited, self._masked_layers(layers), heads,
+                                    chunk_size or self.encoder.chunk_size)
         except ValueError as exc:
             raise FalipError(str(exc)) from None
 

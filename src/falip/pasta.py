@@ -23,33 +23,6 @@ from .backbones.clip import VisionTransformer
 PASTA_SCALE = 0.01
 
 
-def parse_heads(text: str) -> list[tuple[int, int]]:
-    """'9:5,10:0' -> [(9, 5), (10, 0)] (0-based layer:head pairs)."""
-    pairs = []
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        layer, sep, head = item.partition(":")
-        if not sep or not layer.strip().lstrip("-").isdigit() or not head.strip().isdigit():
-            raise ValueError(f"a PASTA head is LAYER:HEAD (0-based integers), got {item!r}")
-        pairs.append((int(layer), int(head)))
-    if not pairs:
-        raise ValueError("no PASTA head given: use LAYER:HEAD,...")
-    return pairs
-
-
-def steered_heads(layers: Sequence[int], heads: Optional[Sequence[tuple[int, int]]], depth: int, num_heads: int) -> dict[int, list[int]]:
-    """{layer: [heads]} to steer: the given pairs, or every head of `layers`."""
-    if heads is None:
-        return {int(layer) % depth: list(range(num_heads)) for layer in layers}
-    out: dict[int, list[int]] = {}
-    for layer, head in heads:
-        if not -depth <= layer < depth or not 0 <= head < num_heads:
-            raise ValueError(f"PASTA head {layer}:{head} does not exist: the model has {depth} layers of {num_heads} heads")
-        out.setdefault(layer % depth, []).append(head)
-    return {layer: sorted(set(h)) for layer, h in sorted(out.items())}
-
-
 @torch.no_grad()
 def pasta_features(
     visual: VisionTransformer,

@@ -68,11 +68,14 @@ class Preprocessing:
         canvas.paste(img, ((side - img.width) // 2, (side - img.height) // 2))
         return canvas.resize((self.size, self.size), resample)
 
+    def view(self, image: ImageInput) -> Image.Image:
+        """What the model sees: the image resized, cropped or padded to `size` (RGB, not normalised)."""
+        fill = tuple(int(round(255 * m)) for m in self.mean)
+        return self._warp(open_image(image), Image.BICUBIC, fill)
+
     def pixels(self, image: ImageInput) -> torch.Tensor:
         """The (3, size, size) float32 input tensor of one image."""
-        img = open_image(image)
-        fill = tuple(int(round(255 * m)) for m in self.mean)
-        arr = np.asarray(self._warp(img, Image.BICUBIC, fill), dtype=np.float32) / 255.0
+        arr = np.asarray(self.view(image), dtype=np.float32) / 255.0
         arr = (arr - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return torch.from_numpy(arr.transpose(2, 0, 1).copy())
 

@@ -51,11 +51,14 @@ class RunConfig:
     seed: int = 0
     pasta_scale: float = 0.01
     pasta_heads: Optional[str] = None  # "layer:head,..." (0-based); None: every head of the masked layers
+    unleash_layers: Optional[list[int]] = None  # None: the last third (the last 4 of 12)
+    unleash_heads: Optional[str] = None  # "layer:head,..."; None: every head of the unleashed layers
     data: dict = field(default_factory=dict)
 
     def method_options(self) -> dict:
         return {"alpha": self.alpha, "sigma": self.sigma, "layers": self.layers, "form": self.form,
-                "pasta_scale": self.pasta_scale, "pasta_heads": self.pasta_heads}
+                "pasta_scale": self.pasta_scale, "pasta_heads": self.pasta_heads,
+                "unleash_layers": self.unleash_layers, "unleash_heads": self.unleash_heads}
 
 
 def _check_methods(methods: Sequence[str]) -> None:

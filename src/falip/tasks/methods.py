@@ -6,6 +6,7 @@
   two-stream variants of Fig. 7b and 7c, with the `red_circle` image as the prompted stream), and
   two of ours that are not the paper's, "ours-mean-q" and "ours-hard-kv" (`falip.ablations`);
 - "pasta": PASTA's attention steering on the region (Table 1, `falip.pasta`);
+- "<prompt>+unleash": the prompt's heads unleashed (Sec. 4.4, Table 4, `falip.unleash`);
 - every pixel prompt of `visual_prompts` (edits a copy of the image per region), and
   "<prompt>+falip": the image edited, then FALIP on the same region.
 A method may also rewrite the text (CPT names the shade's colour). Each method takes only the run
@@ -23,7 +24,7 @@ from PIL import Image
 
 from ..ablations import OPERATIONS
 from ..errors import FalipError
-from ..pasta import parse_heads
+from ..masks import parse_heads
 from ..preprocess import open_image
 from ..regions import Region, region_box
 from ..two_stream import TWO_STREAM_MODES
@@ -32,7 +33,8 @@ from .visual_prompts import VISUAL_PROMPTS, cpt_text
 TEMPLATE = "a photo of {}"
 FALIP_OPTIONS = ("alpha", "sigma", "layers", "form")
 PASTA_OPTIONS = ("layers", "pasta_scale", "pasta_heads")
-METHOD_OPTIONS = FALIP_OPTIONS + PASTA_OPTIONS[1:]
+UNLEASH_OPTIONS = ("unleash_layers", "unleash_heads")
+METHOD_OPTIONS = FALIP_OPTIONS + PASTA_OPTIONS[1:] + UNLEASH_OPTIONS
 TWO_STREAM_PROMPT = "red_circle"
 Features = Callable[..., torch.Tensor]
 
@@ -69,13 +71,28 @@ def _two_stream(mode: str) -> Features:
     return features
 
 
+def _heads(heads):
+    """Heads as (layer, head) pairs, from "layer:head,..." text too."""
+    if not isinstance(heads, str):
+        return heads
+    try:
+        return parse_heads(heads)
+    except ValueError as exc:
+        raise FalipError(str(exc)) from None
+
+
 def _pasta(model, image, regions, layers=None, pasta_scale: float = 0.01, pasta_heads=None) -> torch.Tensor:
-    if isinstance(pasta_heads, str):
-        try:
-            pasta_heads = parse_heads(pasta_heads)
-        except ValueError as exc:
-            raise FalipError(str(exc)) from None
-    return model.encode_pasta(image, list(regions), scale=pasta_scale, layers=layers, heads=pasta_heads)
+    return model.encode_pasta(image, list(regions), scale=pasta_scale, layers=layers, heads=_heads(pasta_heads))
+
+
+def _unleashed(prompt_name: str) -> Features:
+    prompt = VISUAL_PROMPTS[prompt_name]
+
+    def features(model, image, regions, unleash_layers=None, unleash_heads=None) -> torch.Tensor:
+        edited = [prompt(image, region_box(r)) for r in regions]
+        return model.encode_unleashed(image, edited, layers=unleash_layers, heads=_heads(unleash_heads))
+
+    return features
 
 
 def _prompted(prompt_name: str, then_falip: bool = False) -> Features:
@@ -104,6 +121,8 @@ METHODS: dict[str, Method] = {
     **{p: Method(p, _prompted(p), _text_of(p)) for p in VISUAL_PROMPTS},
     **{f"{p}+falip": Method(f"{p}+falip", _prompted(p, True), _text_of(p), FALIP_OPTIONS) for p in VISUAL_PROMPTS
        if p != "crop" and not p.startswith("red_circle_e")},
+    **{f"{p}+unleash": Method(f"{p}+unleash", _unleashed(p), _text_of(p), UNLEASH_OPTIONS) for p in VISUAL_PROMPTS
+       if p != "crop" and not p.startswith("red_circle_e")},
 }
 assert set(TWO_STREAM_MODES) <= set(METHODS)
 
@@ -117,7 +136,8 @@ def get_method(name: str) -> Method:
 @torch.no_grad()
 def region_features(model, image, regions: Sequence[Region], method: str = "falip", **options) -> torch.Tensor:
     """Unit features (R, D) of one image's regions (`xywh` boxes or binary masks) under a method.
-    `options` (alpha, sigma, layers, form, pasta_scale, pasta_heads) go to the methods that use them."""
+    `options` (alpha, sigma, layers, form, pasta_scale, pasta_heads, unleash_layers, unleash_heads) go
+    to the methods that use them."""
     spec = get_method(method)
     unknown = set(options) - set(METHOD_OPTIONS)
     if unknown:

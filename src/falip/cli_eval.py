@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -135,6 +136,54 @@ def eval_cls(dataset, models, methods, alpha, sigma, layers, form, pasta_scale, 
                        unleash_layers=_layers(unleash_layers), unleash_heads=unleash_heads, data=data_opts)
     summary = run_cls(_models(models, device, preprocess), data, config, Path(out), limit=limit, overwrite=overwrite, progress=not quiet)
     _report(summary, out)
+
+
+@eval_group.command("pointcloud")
+@_shared_options
+@click.option("--root", type=click.Path(file_okay=False), required=True, help="modelnet40: modelnet40_normal_resampled or modelnet40_ply_hdf5_2048; scanobjectnn: h5_files.")
+@click.option("--variant", type=click.Choice(["obj_only", "obj_bg", "pb_t50_rs"]), default=None, help="scanobjectnn: the variant [default obj_only].")
+@click.option("--points", type=int, default=1024, show_default=True, help="Points sampled per cloud (seeded).")
+@click.option("--region", type=click.Choice(["box", "mask"]), default="box", show_default=True, help="Each view's foreground as its box or its mask.")
+@click.option("--input", "input_mode", type=click.Choice(["pointclip", "clip"]), default="pointclip", show_default=True,
+              help="Depth values into the model: raw, as PointCLIP, or scaled and CLIP-normalised.")
+@click.option("--template", default="point cloud depth map of a {}.", show_default=True)
+@click.option("--view-weights", default=None, help="Six comma-separated view weights (beta) [default: equal].")
+@click.option("--search-split", default=None, help="Search the view weights on this split (a validation split, never the test split).")
+@click.option("--search-limit", type=int, default=None, help="Only the first N clouds of the search split.")
+@click.option("--pictures", type=int, default=0, show_default=True, help="Draw the attention on the views of the first N clouds (out/pictures/).")
+def eval_pointcloud(dataset, models, methods, alpha, sigma, layers, form, pasta_scale, pasta_heads, unleash_layers, unleash_heads, split,
+                    limit, out, overwrite, preprocess, device, seed, quiet, root, variant, points, region, input_mode, template,
+                    view_weights, search_split, search_limit, pictures) -> None:
+    """3D point-cloud recognition: PointCLIP's six depth views, plain or with FALIP on each view's foreground.
+
+    DATASET: modelnet40 or scanobjectnn (the test split and OBJ_ONLY by default)."""
+    from .cli import _floats
+    from .datasets import open_clouds
+    from .errors import FalipError
+    from .evaluation.pointcloud import run_pointcloud, search_weights
+    from .evaluation.runner import RunConfig
+
+    if search_split is not None and search_split == (split or "test"):
+        raise FalipError(f"the view weights are searched on a validation split, not on the evaluated split {search_split!r}")
+    data_opts = _data_options(root=root, split=split, variant=variant, points=points, seed=seed)
+    data = open_clouds(dataset, **data_opts)
+    loaded = _models(models, device, preprocess)
+    config = RunConfig("pointcloud", dataset, list(models), _list(methods), alpha, sigma, _layers(layers), form,
+                       templates=template, seed=seed, cloud_region=region, cloud_input=input_mode, data=data_opts)
+    if view_weights:
+        beta = _floats(view_weights, "--view-weights", 6)
+        config.view_weights = {f"{name}:{method}": beta for name in loaded for method in config.methods}
+    elif search_split:
+        search = open_clouds(dataset, **{**data_opts, "split": search_split})
+        config.view_weights = search_weights(loaded, search, config, limit=search_limit, progress=not quiet)
+        config.data["search_split"] = search_split
+        for system, beta in config.view_weights.items():
+            click.echo(f"view weights for {system} (searched on {search_split}): {', '.join(f'{b:g}' for b in beta)}")
+    summary = run_pointcloud(loaded, data, config, Path(out), limit=limit, overwrite=overwrite, progress=not quiet, pictures=pictures)
+    _report(summary, out)
+    shares = json.loads((Path(out) / "attention.json").read_text())
+    for system, share in shares.items():
+        click.echo(f"[CLS] attention on the foreground (last layer, mean over views), {system}: {100 * share:.1f}%")
 
 
 @eval_group.command("methods")

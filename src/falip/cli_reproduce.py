@@ -31,7 +31,7 @@ def reproduce(table, list_tables, data, model, out, limit, print_commands, quiet
     if print_commands:
         click.echo("\n".join(table_commands(spec.number)))
         return
-    if not spec.cells and spec.number not in ("7", "8"):
+    if not spec.cells and spec.number not in ("7", "8", "9"):
         raise FalipError(f"Table {spec.number} is {spec.note}")
     if data is None:
         raise FalipError("--data is needed: a TOML file naming the data folders (see docs/REPRODUCE.md)")

@@ -160,6 +160,45 @@ class FalipModel:
         index = torch.zeros(len(rows), dtype=torch.long)
         return self.encoder(pixels, rows, index, masked, form, chunk_size)
 
+    def prepared_rows(self, regions: Sequence[Optional[Region]], *, alpha: float = 0.2, sigma: float = 100.0) -> torch.Tensor:
+        """Foveal bias rows (R, T) of regions given in the model's input pixels; None gives a zero row."""
+        size = self.preprocessing.size
+        identity = Preprocessing(size, "squash", self.preprocessing.mean, self.preprocessing.std)
+        rows = torch.zeros(len(regions), self.backbone.cfg.vision.num_tokens)
+        for i, region in enumerate(regions):
+            if region is not None:
+                rows[i] = region_bias_rows([region], (size, size), identity, self.patch_size, alpha=alpha, sigma=sigma,
+                                           box_rule=self.box_rule, numerics=self.gaussian)[0]
+        return rows
+
+    @torch.no_grad()
+    def encode_prepared(
+        self,
+        pixels: torch.Tensor,
+        regions: Sequence[Optional[Region]],
+        *,
+        alpha: float = 0.2,
+        sigma: float = 100.0,
+        layers: Optional[Sequence[int]] = None,
+        form: str = "cls",
+        chunk_size: Optional[int] = None,
+    ) -> torch.Tensor:
+        """FALIP features (B, D) of already-preprocessed inputs (B, 3, S, S), one region per input given
+        in its own pixels (an `xywh` box or an (S, S) mask); None leaves that input unbiased (plain CLIP).
+        For inputs made without an image file: point clouds' depth views."""
+        if pixels.dim() != 4 or pixels.shape[1] != 3 or pixels.shape[2] != pixels.shape[3]:
+            raise FalipError(f"prepared inputs must be (B, 3, S, S), got {tuple(pixels.shape)}")
+        if len(regions) != len(pixels):
+            raise FalipError(f"one region (or None) per input: got {len(regions)} for {len(pixels)} inputs")
+        size = pixels.shape[-1]
+        if size != self.preprocessing.size:
+            raise FalipError(f"prepared inputs must be {self.preprocessing.size} px, the model's input; got {size}")
+        if form not in MASK_FORMS:
+            raise FalipError(f"unknown mask form {form!r}; choose one of {', '.join(MASK_FORMS)}")
+        rows = self.prepared_rows(regions, alpha=alpha, sigma=sigma)
+        index = torch.arange(len(pixels))
+        return self.encoder(pixels.to(self.device, self.dtype), rows, index, self._masked_layers(layers), form, chunk_size)
+
     def _masked_layers(self, layers: Optional[Sequence[int]]) -> list[int]:
         try:
             return resolve_layers(layers, self.depth)

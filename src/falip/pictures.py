@@ -26,6 +26,7 @@ class Panel:
     diverging: bool = False  # signed values (contributions): a blue-white-red scale centred on 0
     view: Optional[Image.Image] = None  # the image under this panel, if not the shared one (a prompted image)
     smooth: bool = True  # bilinear upsampling; False shows each token as a block
+    box: Optional[Sequence[float]] = None  # this panel's box, if not the shared one
 
 
 def share_inside(grid: np.ndarray, box_tokens: tuple[int, int, int, int]) -> float:
@@ -54,10 +55,12 @@ def heat_panels(view: Image.Image, panels: Sequence[Panel], path: Path, *, box: 
                               interpolation="bilinear" if panel.smooth else "nearest")
         else:
             high = top if shared_scale else float(panel.grid.max())
-            shown = ax.imshow(panel.grid, cmap="inferno", vmin=0, vmax=high, alpha=0.6, extent=(0, size, size, 0),
+            low = 0.0 if shared_scale else float(panel.grid.min())  # alone, a panel spans its own range
+            shown = ax.imshow(panel.grid, cmap="inferno", vmin=low, vmax=high, alpha=0.6, extent=(0, size, size, 0),
                               interpolation="bilinear" if panel.smooth else "nearest")
-        if box is not None:
-            x0, y0, x1, y1 = box
+        panel_box = panel.box if panel.box is not None else box
+        if panel_box is not None:
+            x0, y0, x1, y1 = panel_box
             ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="lime", linewidth=1.5))
         ax.set_title(panel.title, fontsize=9)
         ax.set_xticks([])

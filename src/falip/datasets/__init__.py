@@ -12,6 +12,7 @@ from typing import Any, Callable
 from ..errors import FalipError
 from .base import ClsDataset, ClsExample, RecExpression, RecImage, read_image
 from .classification import load_cub, load_dogs, load_imagenet_s, load_waterbirds
+from .pointclouds import CLOUD_DATASETS, CloudDataset, CloudExample
 from .refcoco import load_reclip, load_refer, load_transvg
 from .scenes import scene_cls, scene_rec
 
@@ -54,4 +55,9 @@ def open_cls(name: str, **options) -> ClsDataset:
     return _open(CLS_DATASETS, "classification", name, options)
 
 
-__all__ = ["REC_DATASETS", "CLS_DATASETS", "open_rec", "open_cls", "RecImage", "RecExpression", "ClsDataset", "ClsExample", "read_image"]
+def open_clouds(name: str, **options) -> CloudDataset:
+    return _open(CLOUD_DATASETS, "point-cloud", name, options)
+
+
+__all__ = ["REC_DATASETS", "CLS_DATASETS", "CLOUD_DATASETS", "open_rec", "open_cls", "open_clouds", "RecImage", "RecExpression",
+           "ClsDataset", "ClsExample", "CloudDataset", "CloudExample", "read_image"]

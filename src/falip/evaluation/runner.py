@@ -53,6 +53,9 @@ class RunConfig:
     pasta_heads: Optional[str] = None  # "layer:head,..." (0-based); None: every head of the masked layers
     unleash_layers: Optional[list[int]] = None  # None: the last third (the last 4 of 12)
     unleash_heads: Optional[str] = None  # "layer:head,..."; None: every head of the unleashed layers
+    cloud_region: str = "box"  # point clouds: each view's foreground box, or its mask
+    cloud_input: str = "pointclip"  # point clouds: raw depths as PointCLIP, or "clip" normalisation
+    view_weights: Optional[dict] = None  # point clouds: {"<model>:<method>": [beta per view]}; None: equal
     data: dict = field(default_factory=dict)
 
     def method_options(self) -> dict:

@@ -1,0 +1,124 @@
+"""`falip eval pointcloud`: PointCLIP's zero-shot recognition with and without foveal attention, one
+cloud at a time, resumable like `falip eval rec|cls`.
+
+Each record holds, per `<model>:<method>`, the prediction, top-1 and top-5, and the share of the last
+layer's [CLS] attention on the views' foreground tokens; `attention.json` averages that share.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..datasets import CloudDataset
+from ..errors import FalipError
+from ..projection import depth_maps
+from ..tasks.classify import top_k
+from ..pictures import Panel, heat_panels
+from ..tasks.pointcloud import (CLOUD_METHODS, class_text_features, cloud_scores, foreground_attention, search_view_weights,
+                                view_attention, view_features)
+from .runner import RunConfig
+from .store import ResultStore
+from .summary import write_summary
+
+
+def _check(config: RunConfig) -> None:
+    if not config.methods:
+        raise FalipError("no method given")
+    bad = [m for m in config.methods if m not in CLOUD_METHODS]
+    if bad:
+        raise FalipError(f"point clouds take the methods {', '.join(CLOUD_METHODS)}, not {', '.join(bad)}")
+
+
+def _options(config: RunConfig) -> dict:
+    return {"region": config.cloud_region, "input_mode": config.cloud_input, "alpha": config.alpha, "sigma": config.sigma,
+            "layers": config.layers, "form": config.form}
+
+
+@torch.no_grad()
+def search_weights(models: dict, data: CloudDataset, config: RunConfig, *, limit: Optional[int] = None,
+                   progress: bool = True) -> dict[str, list[float]]:
+    """View weights per `<model>:<method>`, searched on `data` (a validation split, never the test split)."""
+    _check(config)
+    examples = data.examples[:limit]
+    per_view = {f"{n}:{m}": [] for n in models for m in config.methods}
+    texts = {n: class_text_features(model, data.classes, config.templates) for n, model in models.items()}
+    for example in tqdm(examples, desc="view-weight search", unit="cloud", disable=not progress):
+        depth = depth_maps(data.cloud(example))
+        for name, model in models.items():
+            for method in config.methods:
+                per_view[f"{name}:{method}"].append(view_features(model, depth, method, **_options(config)) @ texts[name].T)
+    labels = [e.label for e in examples]
+    return {system: search_view_weights(torch.stack(scores), labels) for system, scores in per_view.items()}
+
+
+def run_pointcloud(models: dict, data: CloudDataset, config: RunConfig, out: Path, *, limit: Optional[int] = None,
+                   overwrite: bool = False, progress: bool = True, pictures: int = 0) -> dict:
+    """Top-1 and top-5 for every (model, method); with `pictures`, Fig. 5's attention picture of the
+    first that many clouds in `out/pictures/`."""
+    _check(config)
+    store = ResultStore(out, asdict(config), overwrite)
+    done = store.done
+    texts = {n: class_text_features(model, data.classes, config.templates) for n, model in models.items()}
+    weights = config.view_weights or {}
+    for number, example in enumerate(tqdm(data.examples[:limit], desc="clouds", unit="cloud", disable=not progress)):
+        if example.key in done:
+            continue
+        depth = depth_maps(data.cloud(example))
+        results = {}
+        for index, (name, model) in enumerate(models.items()):
+            maps = view_attention(model, depth, input_mode=config.cloud_input, alpha=config.alpha, sigma=config.sigma,
+                                  layers=config.layers)
+            plain_share, falip_share = foreground_attention(maps)
+            if index == 0 and number < pictures:
+                key = example.key.replace("/", "_").replace(":", "_")
+                draw_views(maps, Path(out) / "pictures" / f"{key}.png", f"{example.key} ({data.classes[example.label]}), {name}")
+            for method in config.methods:
+                system = f"{name}:{method}"
+                feats = view_features(model, depth, method, **_options(config))
+                scores = cloud_scores(feats, texts[name], weights.get(system))
+                hits = top_k(scores[None], [example.label])
+                share = falip_share if method == "falip" else plain_share
+                results[system] = {"pred": int(scores.argmax()), "top1": bool(hits[1][0]), "top5": bool(hits[5][0]),
+                                   "foreground_attention": None if np.isnan(share) else share}
+        store.add([{"key": example.key, "label": example.label, "results": results}])
+    summary = write_summary(out, store.records)
+    write_attention(out, store.records)
+    return summary
+
+
+def write_attention(out: Path, records: list[dict]) -> dict[str, float]:
+    """`attention.json`: per system, the mean share of [CLS] attention on the foreground."""
+    shares: dict[str, list[float]] = {}
+    for record in records:
+        for system, result in record["results"].items():
+            if result.get("foreground_attention") is not None:
+                shares.setdefault(system, []).append(result["foreground_attention"])
+    means = {system: float(np.mean(values)) for system, values in shares.items()}
+    (Path(out) / "attention.json").write_text(json.dumps(means, indent=2) + "\n")
+    return means
+
+
+def draw_views(maps: dict, path: Path, title: str) -> Path:
+    """Fig. 5 right: each view's depth map under its [CLS] attention, plain (top row) and FALIP
+    (bottom row), the foreground box outlined, the share of attention on it in each title."""
+    from PIL import Image
+
+    pixels = maps["pixels"][:, 0].numpy()
+    views = [Image.fromarray((255 * (p - p.min()) / max(float(p.max() - p.min()), 1e-12)).astype(np.uint8)).convert("RGB")
+             for p in pixels]
+    panels = []
+    for label in ("plain", "falip"):
+        for k, view in enumerate(maps["views"]):
+            grid, inside = maps[label][k], maps["inside"][k]
+            share = float((grid * inside).sum() / grid.sum())
+            name = "plain CLIP" if label == "plain" else "FALIP"
+            panels.append(Panel(f"view {view + 1}, {name}: {100 * share:.0f}%", grid, view=views[k], box=maps["boxes"][k]))
+    return heat_panels(views[0], panels, path, title=title + ": [CLS] attention on each depth view, last layer (each panel its own scale)",
+                       columns=len(maps["views"]), shared_scale=False)

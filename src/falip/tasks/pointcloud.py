@@ -1,0 +1,153 @@
+"""3D point-cloud recognition with foveal attention (the paper's Sec. 3.3.3, Table 3, Fig. 5):
+PointCLIP's six depth views, each view's foreground as the region, and
+
+    Score_i = sum_j beta_j V(x_j, M_j) . T(t_i),
+
+V the unit image feature of view j under its foveal mask M_j (no mask for "plain"), T the unit text
+feature of class i in the prompt "point cloud depth map of a {}." (PointCLIP's). The views of a
+cloud go through the engine as one batch.
+
+Input values: PointCLIP's zero-shot code feeds each depth map, repeated to 3 channels and upsampled
+bilinearly to the model's size, *as it is*: raw depths (about 0.6 to 2.6, background 0), without
+CLIP's mean and std. That is the default ("pointclip"); "clip" instead scales each view to [0, 1]
+by its largest depth and applies the checkpoint's normalisation. The region is the foreground's
+bounding box in the upsampled view ("box", default) or the foreground mask itself ("mask"); a view
+with no point keeps no bias. The view weights beta are equal by default; `search_view_weights`
+picks them on a validation split, as PointCLIP's search does (never run it on the test split).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..decompose import decompose
+from ..errors import FalipError
+from ..masks import attention_bias
+from ..projection import foreground_box
+
+CLOUD_PROMPT = "point cloud depth map of a {}."
+INPUT_MODES = ("pointclip", "clip")
+REGIONS = ("box", "mask")
+CLOUD_METHODS = ("plain", "falip")
+BETA_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def view_pixels(depth: np.ndarray, size: int, input_mode: str = "pointclip", mean=None, std=None) -> torch.Tensor:
+    """(V, 3, size, size) model inputs of (V, R, R) depth maps."""
+    if input_mode not in INPUT_MODES:
+        raise FalipError(f"unknown point-cloud input mode {input_mode!r}; choose one of {', '.join(INPUT_MODES)}")
+    maps = torch.from_numpy(np.ascontiguousarray(depth, np.float32))[:, None]
+    if input_mode == "clip":
+        peak = maps.flatten(1).amax(1).clamp_min(1e-12)[:, None, None, None]
+        maps = maps / peak
+    views = F.interpolate(maps.repeat(1, 3, 1, 1), size=(size, size), mode="bilinear", align_corners=True)
+    if input_mode == "clip":
+        views = (views - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    return views
+
+
+def view_regions(depth: np.ndarray, size: int, region: str = "box") -> list:
+    """Each view's foreground as a region in the model's input pixels: an `xywh` box, or an
+    (size, size) mask; None for a view no point reached."""
+    if region not in REGIONS:
+        raise FalipError(f"unknown point-cloud region {region!r}; choose one of {', '.join(REGIONS)}")
+    scale = size / depth.shape[-1]
+    out = []
+    for view in depth:
+        box = foreground_box(view)
+        if box is None:
+            out.append(None)
+        elif region == "box":
+            x0, y0, x1, y1 = (v * scale for v in box)
+            out.append([x0, y0, x1 - x0, y1 - y0])
+        else:
+            mask = F.interpolate(torch.from_numpy((view > 0).astype(np.float32))[None, None], size=(size, size), mode="nearest")
+            out.append(mask[0, 0].numpy() > 0)
+    return out
+
+
+@torch.no_grad()
+def view_features(model, depth: np.ndarray, method: str, *, region: str = "box", input_mode: str = "pointclip",
+                  alpha: float = 0.2, sigma: float = 100.0, layers=None, form: str = "cls") -> torch.Tensor:
+    """Unit features (V, D) of a cloud's views, plain or with FALIP on each view's foreground."""
+    if method not in CLOUD_METHODS:
+        raise FalipError(f"point clouds take the methods {', '.join(CLOUD_METHODS)}, not {method!r}")
+    prep = model.preprocessing
+    pixels = view_pixels(depth, prep.size, input_mode, prep.mean, prep.std)
+    regions = view_regions(depth, prep.size, region) if method == "falip" else [None] * len(depth)
+    feats = model.encode_prepared(pixels, regions, alpha=alpha, sigma=sigma, layers=layers, form=form)
+    return F.normalize(feats.float(), dim=-1)
+
+
+@torch.no_grad()
+def class_text_features(model, classes: Sequence[str], template: str = CLOUD_PROMPT) -> torch.Tensor:
+    """Unit (C, D) text features of the class names (underscores as spaces) in the template."""
+    if template.count("{}") != 1:
+        raise FalipError(f"a template needs exactly one {{}} for the class name, got {template!r}")
+    texts = [template.format(name.replace("_", " ")) for name in classes]
+    return F.normalize(model.encode_text(texts).float(), dim=-1)
+
+
+def cloud_scores(view_feats: torch.Tensor, text_feats: torch.Tensor, beta: Optional[Sequence[float]] = None) -> torch.Tensor:
+    """(C,) `sum_j beta_j V_j . T_i`; beta equal (1 each) by default."""
+    per_view = view_feats @ text_feats.T  # (V, C)
+    weights = torch.ones(len(view_feats)) if beta is None else torch.as_tensor(beta, dtype=per_view.dtype)
+    if weights.shape != (len(view_feats),):
+        raise FalipError(f"one view weight per view: {len(view_feats)} views, got {list(weights.shape)}")
+    return weights @ per_view
+
+
+def search_view_weights(per_view: torch.Tensor, labels: Sequence[int], grid: Sequence[float] = BETA_GRID) -> list[float]:
+    """PointCLIP's view-weight search: the weights in `grid`^V with the best top-1 on per-view scores
+    (N, V, C) of a *validation* split (ties: the first found, equal weights tried first)."""
+    labels_t = torch.as_tensor(list(labels))
+    views = per_view.shape[1]
+    best, chosen = -1.0, [1.0] * views
+    candidates = itertools.chain([tuple([1.0] * views)], itertools.product(grid, repeat=views))
+    for weights in candidates:
+        if not any(weights):
+            continue
+        accuracy = ((torch.as_tensor(weights, dtype=per_view.dtype) @ per_view).argmax(-1) == labels_t).float().mean().item()
+        if accuracy > best:
+            best, chosen = accuracy, list(weights)
+    return chosen
+
+
+@torch.no_grad()
+def view_attention(model, depth: np.ndarray, *, input_mode: str = "pointclip", alpha: float = 0.2, sigma: float = 100.0,
+                   layers=None) -> dict:
+    """The last layer's [CLS] attention (mean over heads) of each view with points, plain and with
+    FALIP on its foreground box: {"views": indices, "plain", "falip": (V', grid, grid), "inside": (V', grid, grid) bool,
+    "boxes": xyxy boxes in input pixels, "pixels": the views' inputs}."""
+    prep = model.preprocessing
+    pixels = view_pixels(depth, prep.size, input_mode, prep.mean, prep.std)
+    regions = view_regions(depth, prep.size, "box")
+    keep = [i for i, r in enumerate(regions) if r is not None]
+    grid = model.backbone.cfg.vision.grid
+    if not keep:
+        empty = np.zeros((0, grid, grid))
+        return {"views": [], "plain": empty, "falip": empty, "inside": empty.astype(bool), "boxes": [], "pixels": pixels[:0]}
+    rows = model.prepared_rows([regions[i] for i in keep], alpha=alpha, sigma=sigma)
+    visual = model.backbone.visual
+    chosen = pixels[keep].to(model.device, model.dtype)
+    plain = decompose(visual, chosen).attention[:, -1].mean(1)[:, 1:].float()
+    bias = attention_bias(rows.to(model.dtype))
+    focused = decompose(visual, chosen, bias, model._masked_layers(layers)).attention[:, -1].mean(1)[:, 1:].float()
+    shape = (len(keep), grid, grid)
+    boxes = [[x, y, x + w, y + h] for x, y, w, h in (regions[i] for i in keep)]
+    return {"views": keep, "plain": plain.reshape(shape).numpy(), "falip": focused.reshape(shape).numpy(),
+            "inside": (rows[:, 1:] > 0).reshape(shape).numpy(), "boxes": boxes, "pixels": pixels[keep]}
+
+
+def foreground_attention(maps: dict) -> tuple[float, float]:
+    """Mean over the views with points of the [CLS] attention share on the foreground box's tokens:
+    plain CLIP, FALIP (from `view_attention`)."""
+    if not maps["views"]:
+        return float("nan"), float("nan")
+    inside = maps["inside"]
+    return tuple(float(((maps[k] * inside).sum((1, 2)) / maps[k].sum((1, 2))).mean()) for k in ("plain", "falip"))

@@ -52,6 +52,25 @@ def test_a_square_facing_the_camera_is_a_square_at_its_depth():
     assert foreground_box(front) == (first, first, last + 1, last + 1)
 
 
+def test_a_cube_shows_its_front_face_as_the_silhouette_in_every_view():
+    rng = np.random.default_rng(3)
+    half = 0.3
+    faces = []
+    for axis in range(3):  # 40,000 points on each of the six faces of the cube |x|, |y|, |z| <= 0.3
+        for sign in (-1, 1):
+            face = rng.uniform(-half, half, size=(40_000, 3))
+            face[:, axis] = sign * half
+            faces.append(face)
+    maps = depth_maps(np.concatenate(faces))
+    edge = half / (1.6 - half) * 64  # the nearest face's edge, in pixels from the centre: the widest outline
+    first, last = math.ceil(64 - edge - 0.5), math.ceil(64 + edge - 0.5)
+    for view in maps:  # the six views turn the cube by right angles: each sees a face square-on
+        assert foreground_box(view) == (first, first, last + 1, last + 1)
+        # the front (z = 1.3) and back (z = 1.9) faces land on the centre; a pixel covers z^2 of a face's area
+        weights = np.array([1.3**2, 1.9**2])
+        assert view[60:69, 60:69].mean() == pytest.approx(weights.sum() / (weights / np.array([1.3, 1.9])).sum(), rel=0.02)
+
+
 def test_depth_maps_equal_a_point_by_point_projection():
     points = normalise_cloud(np.random.default_rng(2).normal(size=(300, 3)))
     maps = depth_maps(points)

@@ -73,8 +73,8 @@ def explain(
     visual, grid = model.backbone.visual, model.backbone.cfg.vision.grid
     depth = model.depth
     layer = _index(layer, depth, "layer")
-    masked = model._masked_layers(layers)
-    edited = model._masked_layers(unleash_layers)
+    masked = model.masked_layers(layers)
+    edited = model.masked_layers(unleash_layers)
     row = model.region_rows(img.size, [box], alpha=alpha, sigma=sigma)
     inside_row = model.region_rows(img.size, [box], alpha=1.0, sigma=sigma)[0, 1:] > 0
     rows_idx, cols_idx = np.nonzero(inside_row.reshape(grid, grid).numpy())

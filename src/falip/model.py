@@ -150,7 +150,7 @@ class FalipModel:
         regions = _region_list(regions)
         img = open_image(image)
         rows = self.region_rows(img.size, regions, alpha=alpha, sigma=sigma, box_format=box_format)
-        masked = self._masked_layers(layers)
+        masked = self.masked_layers(layers)
         pixels = self.pixels(img).to(self.device, self.dtype)
         if operation != "bias":
             try:
@@ -197,9 +197,10 @@ class FalipModel:
             raise FalipError(f"unknown mask form {form!r}; choose one of {', '.join(MASK_FORMS)}")
         rows = self.prepared_rows(regions, alpha=alpha, sigma=sigma)
         index = torch.arange(len(pixels))
-        return self.encoder(pixels.to(self.device, self.dtype), rows, index, self._masked_layers(layers), form, chunk_size)
+        return self.encoder(pixels.to(self.device, self.dtype), rows, index, self.masked_layers(layers), form, chunk_size)
 
-    def _masked_layers(self, layers: Optional[Sequence[int]]) -> list[int]:
+    def masked_layers(self, layers: Optional[Sequence[int]]) -> list[int]:
+        """0-based layer indices checked against the model (negative from the end); None: the last third."""
         try:
             return resolve_layers(layers, self.depth)
         except ValueError as exc:
@@ -232,7 +233,7 @@ class FalipModel:
         pixels = self.pixels(img).to(self.device, self.dtype)
         edited = self.pixels([open_image(p) for p in prompted]).to(self.device, self.dtype)
         chunk = chunk_size or self.encoder.chunk_size
-        return two_stream_features(self.backbone.visual, pixels, edited, self._masked_layers(layers), mode, rows, chunk)
+        return two_stream_features(self.backbone.visual, pixels, edited, self.masked_layers(layers), mode, rows, chunk)
 
     @torch.no_grad()
     def encode_pasta(
@@ -254,7 +255,7 @@ class FalipModel:
         inside = self.region_rows(img.size, regions, alpha=1.0, sigma=100.0, box_format=box_format) > 0
         vision = self.backbone.cfg.vision
         try:
-            steered = select_heads(self._masked_layers(layers), heads, vision.layers, vision.heads)
+            steered = select_heads(self.masked_layers(layers), heads, vision.layers, vision.heads)
             pixels = self.pixels(img).to(self.device, self.dtype)
             return pasta_features(self.backbone.visual, pixels, inside, steered, scale, chunk_size or self.encoder.chunk_size)
         except ValueError as exc:
@@ -278,7 +279,7 @@ class FalipModel:
         pixels = self.pixels(open_image(image)).to(self.device, self.dtype)
         edited = self.pixels([open_image(p) for p in prompted]).to(self.device, self.dtype)
         try:
-            return unleash_features(self.backbone.visual, pixels, edited, self._masked_layers(layers), heads,
+            return unleash_features(self.backbone.visual, pixels, edited, self.masked_layers(layers), heads,
                                     chunk_size or self.encoder.chunk_size)
         except ValueError as exc:
             raise FalipError(str(exc)) from None

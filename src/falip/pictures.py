@@ -70,12 +70,7 @@ def heat_panels(view: Image.Image, panels: Sequence[Panel], path: Path, *, box: 
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def head_grid(effect: np.ndarray, path: Path, title: str) -> Path:
@@ -89,6 +84,10 @@ def head_grid(effect: np.ndarray, path: Path, title: str) -> Path:
     ax.set_yticks(range(layers))
     ax.set_title("\n".join(textwrap.wrap(title, 48)), fontsize=9)
     fig.colorbar(shown, ax=ax)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -137,7 +137,7 @@ def view_attention(model, depth: np.ndarray, *, input_mode: str = "pointclip", a
     chosen = pixels[keep].to(model.device, model.dtype)
     plain = decompose(visual, chosen).attention[:, -1].mean(1)[:, 1:].float()
     bias = attention_bias(rows.to(model.dtype))
-    focused = decompose(visual, chosen, bias, model._masked_layers(layers)).attention[:, -1].mean(1)[:, 1:].float()
+    focused = decompose(visual, chosen, bias, model.masked_layers(layers)).attention[:, -1].mean(1)[:, 1:].float()
     shape = (len(keep), grid, grid)
     boxes = [[x, y, x + w, y + h] for x, y, w, h in (regions[i] for i in keep)]
     return {"views": keep, "plain": plain.reshape(shape).numpy(), "falip": focused.reshape(shape).numpy(),

@@ -159,7 +159,7 @@ def test_cli_subtract_alone_means_500_negatives_and_pasta_options_reach_the_run(
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "a" / "config.json").read_text())
     assert (saved["subtract"], saved["pasta_heads"], saved["pasta_scale"], saved["ensemble"]) == (500, "10:1,11:0", 0.1, "softmax-sum")
-    ten = runner.invoke(cli, args[:7] + ["--subtract", "10", "--out", str(tmp_path / "b"), "--quiet"])
+    ten = runner.invoke(cli, args[:7] + ["--subtract", "--negatives", "10", "--out", str(tmp_path / "b"), "--quiet"])
     assert ten.exit_code == 0 and json.loads((tmp_path / "b" / "config.json").read_text())["subtract"] == 10
     bad = runner.invoke(cli, args[:7] + ["--pasta-heads", "12:0", "--out", str(tmp_path / "c"), "--quiet"])
     assert isinstance(bad.exception, FalipError) and "does not exist" in str(bad.exception)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 
 import click
@@ -10,10 +11,15 @@ from .errors import FalipError
 
 
 def _floats(text: str, what: str, count: int | None = None) -> list[float]:
+    fields = text.replace(" ", "").split(",")
+    if fields and fields[-1] == "":
+        fields.pop()  # one trailing comma is harmless
     try:
-        values = [float(v) for v in text.replace(" ", "").split(",") if v]
+        values = [float(v) for v in fields]
     except ValueError:
         raise click.BadParameter(f"{what} must be comma-separated numbers, got {text!r}") from None
+    if not all(math.isfinite(v) for v in values):
+        raise click.BadParameter(f"{what} must be finite numbers, got {text!r}")
     if count is not None and len(values) != count:
         raise click.BadParameter(f"{what} needs {count} numbers, got {text!r}")
     return values
@@ -23,9 +29,12 @@ def _layers(text: str | None) -> list[int] | None:
     if text is None:
         return None
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        values = [int(v) for v in text.split(",")]
     except ValueError:
         raise click.BadParameter(f"--layers takes comma-separated 0-based indices, got {text!r}") from None
+    if not values:
+        raise click.BadParameter("--layers needs at least one index")
+    return values
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -35,6 +35,7 @@ def _shared_options(func):
         click.option("--device", default="cpu", show_default=True),
         click.option("--seed", default=0, show_default=True),
         click.option("--quiet", is_flag=True, help="No progress bar."),
+        click.option("--strict", is_flag=True, help="Stop at the first bad annotation or example instead of skipping it."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -70,6 +71,10 @@ def _report(summary: dict, out: str) -> None:
 
     click.echo(markdown(summary), nl=False)
     click.echo(f"results: {Path(out) / 'results.jsonl'}; summary: {Path(out) / 'summary.md'} (.csv, .json)")
+    skipped = Path(out) / "skipped.json"
+    if skipped.is_file():
+        listed = json.loads(skipped.read_text())
+        click.echo(f"skipped {listed['count']} bad example(s) or annotation(s), e.g. {listed['skipped'][0]}; all in {skipped}", err=True)
 
 
 @click.group("eval")
@@ -86,28 +91,33 @@ def eval_group() -> None:
 @click.option("--split-by", default=None, help="refer: unc, umd or google.")
 @click.option("--count", type=int, default=None, help="scenes: how many test scenes [default 500].")
 @click.option("--template", default="a photo of {}", show_default=True)
-@click.option("--subtract", type=int, is_flag=False, flag_value=500, default=0, show_default=True,
-              help="ReCLIP's subtract with N negative captions per expression; --subtract alone: 500 (0: off).")
+@click.option("--subtract", is_flag=True, help="ReCLIP's subtract: minus each box's mean score over --negatives captions of other images.")
+@click.option("--negatives", type=int, default=500, show_default=True, help="With --subtract: negative captions per expression (the authors' 500).")
 @click.option("--ensemble", type=click.Choice(["sum", "max", "softmax-sum", "softmax-max"]), default=None,
               help="Add a row combining every model and method: raw logits summed (sum, the authors') or maxed, or each softmax-normalised over boxes first.")
 @click.option("--iou", type=float, default=0.5, show_default=True)
-def eval_rec(dataset, models, methods, alpha, sigma, layers, form, pasta_scale, pasta_heads, unleash_layers, unleash_heads, split, limit, out, overwrite, preprocess, device, seed, quiet,
-             annotations, images, instances, detections, split_by, count, template, subtract, ensemble, iou) -> None:
+def eval_rec(dataset, models, methods, alpha, sigma, layers, form, pasta_scale, pasta_heads, unleash_layers, unleash_heads, split, limit, out, overwrite, preprocess, device, seed, quiet, strict,
+             annotations, images, instances, detections, split_by, count, template, subtract, negatives, ensemble, iou) -> None:
     """Referring expression comprehension: pick each expression's box among the candidates.
 
     DATASET: reclip, refer, transvg or scenes (the toy model's test scenes)."""
-    from .datasets import open_rec
-    from .evaluation.runner import RunConfig, run_rec
+    from .datasets.base import strict_data
 
-    data_opts = _data_options(annotations=annotations, images=images, instances=instances, detections=detections,
-                              split=split, split_by=split_by, count=count)
-    data = open_rec(dataset, **data_opts)
-    config = RunConfig("rec", dataset, list(models), _list(methods), alpha, sigma, _layers(layers), form,
-                       template=template, subtract=subtract, ensemble=ensemble, iou=iou, seed=seed,
-                       pasta_scale=pasta_scale, pasta_heads=pasta_heads, unleash_layers=_layers(unleash_layers),
-                       unleash_heads=unleash_heads, data=data_opts)
-    summary = run_rec(_models(models, device, preprocess), data, config, Path(out), limit=limit, overwrite=overwrite, progress=not quiet)
-    _report(summary, out)
+    with strict_data(strict):
+        from . import checks
+        from .datasets import open_rec
+        from .evaluation.runner import RunConfig, run_rec
+
+        data_opts = _data_options(annotations=annotations, images=images, instances=instances, detections=detections,
+                                  split=split, split_by=split_by, count=count)
+        data = open_rec(dataset, **data_opts)
+        config = RunConfig("rec", dataset, list(models), _list(methods), alpha, sigma, _layers(layers), form,
+                           template=template, subtract=checks.count("--negatives", negatives) if subtract else 0,
+                           ensemble=ensemble, iou=iou, seed=seed,
+                           pasta_scale=pasta_scale, pasta_heads=pasta_heads, unleash_layers=_layers(unleash_layers),
+                           unleash_heads=unleash_heads, data=data_opts)
+        summary = run_rec(_models(models, device, preprocess), data, config, Path(out), limit=limit, overwrite=overwrite, progress=not quiet)
+        _report(summary, out)
 
 
 @eval_group.command("cls")
@@ -119,23 +129,26 @@ def eval_rec(dataset, models, methods, alpha, sigma, layers, form, pasta_scale, 
 @click.option("--region", type=click.Choice(["mask", "box"]), default=None, help="imagenet-s: the mask or its box.")
 @click.option("--count", type=int, default=None, help="scenes: how many test scenes [default 500].")
 @click.option("--templates", default="photo", show_default=True, help="A template set (photo, bird, dog, ensemble7) or templates separated by '|'.")
-def eval_cls(dataset, models, methods, alpha, sigma, layers, form, pasta_scale, pasta_heads, unleash_layers, unleash_heads, split, limit, out, overwrite, preprocess, device, seed, quiet,
+def eval_cls(dataset, models, methods, alpha, sigma, layers, form, pasta_scale, pasta_heads, unleash_layers, unleash_heads, split, limit, out, overwrite, preprocess, device, seed, quiet, strict,
              root, cub_root, names, categories, region, count, templates) -> None:
     """Region-prompted classification: name each image's region; top-1 and top-5.
 
     DATASET: cub, dogs, waterbirds, imagenet-s or scenes."""
-    from .datasets import open_cls
-    from .evaluation.runner import RunConfig, run_cls
-    from .tasks.classify import TEMPLATE_SETS
+    from .datasets.base import strict_data
 
-    data_opts = _data_options(root=root, cub_root=cub_root, names=names, categories=categories, region=region, split=split, count=count)
-    data = open_cls(dataset, **data_opts)
-    chosen = templates if templates in TEMPLATE_SETS else [t for t in templates.split("|") if t]
-    config = RunConfig("cls", dataset, list(models), _list(methods), alpha, sigma, _layers(layers), form,
-                       templates=chosen, seed=seed, pasta_scale=pasta_scale, pasta_heads=pasta_heads,
-                       unleash_layers=_layers(unleash_layers), unleash_heads=unleash_heads, data=data_opts)
-    summary = run_cls(_models(models, device, preprocess), data, config, Path(out), limit=limit, overwrite=overwrite, progress=not quiet)
-    _report(summary, out)
+    with strict_data(strict):
+        from .datasets import open_cls
+        from .evaluation.runner import RunConfig, run_cls
+        from .tasks.classify import TEMPLATE_SETS
+
+        data_opts = _data_options(root=root, cub_root=cub_root, names=names, categories=categories, region=region, split=split, count=count)
+        data = open_cls(dataset, **data_opts)
+        chosen = templates if templates in TEMPLATE_SETS else [t for t in templates.split("|") if t]
+        config = RunConfig("cls", dataset, list(models), _list(methods), alpha, sigma, _layers(layers), form,
+                           templates=chosen, seed=seed, pasta_scale=pasta_scale, pasta_heads=pasta_heads,
+                           unleash_layers=_layers(unleash_layers), unleash_heads=unleash_heads, data=data_opts)
+        summary = run_cls(_models(models, device, preprocess), data, config, Path(out), limit=limit, overwrite=overwrite, progress=not quiet)
+        _report(summary, out)
 
 
 @eval_group.command("pointcloud")
@@ -152,38 +165,41 @@ def eval_cls(dataset, models, methods, alpha, sigma, layers, form, pasta_scale, 
 @click.option("--search-limit", type=int, default=None, help="Only the first N clouds of the search split.")
 @click.option("--pictures", type=int, default=0, show_default=True, help="Draw the attention on the views of the first N clouds (out/pictures/).")
 def eval_pointcloud(dataset, models, methods, alpha, sigma, layers, form, pasta_scale, pasta_heads, unleash_layers, unleash_heads, split,
-                    limit, out, overwrite, preprocess, device, seed, quiet, root, variant, points, region, input_mode, template,
+                    limit, out, overwrite, preprocess, device, seed, quiet, strict, root, variant, points, region, input_mode, template,
                     view_weights, search_split, search_limit, pictures) -> None:
     """3D point-cloud recognition: PointCLIP's six depth views, plain or with FALIP on each view's foreground.
 
     DATASET: modelnet40 or scanobjectnn (the test split and OBJ_ONLY by default)."""
-    from .cli import _floats
-    from .datasets import open_clouds
-    from .errors import FalipError
-    from .evaluation.pointcloud import run_pointcloud, search_weights
-    from .evaluation.runner import RunConfig
+    from .datasets.base import strict_data
 
-    if search_split is not None and search_split == (split or "test"):
-        raise FalipError(f"the view weights are searched on a validation split, not on the evaluated split {search_split!r}")
-    data_opts = _data_options(root=root, split=split, variant=variant, points=points, seed=seed)
-    data = open_clouds(dataset, **data_opts)
-    loaded = _models(models, device, preprocess)
-    config = RunConfig("pointcloud", dataset, list(models), _list(methods), alpha, sigma, _layers(layers), form,
-                       templates=template, seed=seed, cloud_region=region, cloud_input=input_mode, data=data_opts)
-    if view_weights:
-        beta = _floats(view_weights, "--view-weights", 6)
-        config.view_weights = {f"{name}:{method}": beta for name in loaded for method in config.methods}
-    elif search_split:
-        search = open_clouds(dataset, **{**data_opts, "split": search_split})
-        config.view_weights = search_weights(loaded, search, config, limit=search_limit, progress=not quiet)
-        config.data["search_split"] = search_split
-        for system, beta in config.view_weights.items():
-            click.echo(f"view weights for {system} (searched on {search_split}): {', '.join(f'{b:g}' for b in beta)}")
-    summary = run_pointcloud(loaded, data, config, Path(out), limit=limit, overwrite=overwrite, progress=not quiet, pictures=pictures)
-    _report(summary, out)
-    shares = json.loads((Path(out) / "attention.json").read_text())
-    for system, share in shares.items():
-        click.echo(f"[CLS] attention on the foreground (last layer, mean over views), {system}: {100 * share:.1f}%")
+    with strict_data(strict):
+        from .cli import _floats
+        from .datasets import open_clouds
+        from .errors import FalipError
+        from .evaluation.pointcloud import run_pointcloud, search_weights
+        from .evaluation.runner import RunConfig
+
+        if search_split is not None and search_split == (split or "test"):
+            raise FalipError(f"the view weights are searched on a validation split, not on the evaluated split {search_split!r}")
+        data_opts = _data_options(root=root, split=split, variant=variant, points=points, seed=seed)
+        data = open_clouds(dataset, **data_opts)
+        loaded = _models(models, device, preprocess)
+        config = RunConfig("pointcloud", dataset, list(models), _list(methods), alpha, sigma, _layers(layers), form,
+                           templates=template, seed=seed, cloud_region=region, cloud_input=input_mode, data=data_opts)
+        if view_weights:
+            beta = _floats(view_weights, "--view-weights", 6)
+            config.view_weights = {f"{name}:{method}": beta for name in loaded for method in config.methods}
+        elif search_split:
+            search = open_clouds(dataset, **{**data_opts, "split": search_split})
+            config.view_weights = search_weights(loaded, search, config, limit=search_limit, progress=not quiet)
+            config.data["search_split"] = search_split
+            for system, beta in config.view_weights.items():
+                click.echo(f"view weights for {system} (searched on {search_split}): {', '.join(f'{b:g}' for b in beta)}")
+        summary = run_pointcloud(loaded, data, config, Path(out), limit=limit, overwrite=overwrite, progress=not quiet, pictures=pictures)
+        _report(summary, out)
+        shares = json.loads((Path(out) / "attention.json").read_text())
+        for system, share in shares.items():
+            click.echo(f"[CLS] attention on the foreground (last layer, mean over views), {system}: {100 * share:.1f}%")
 
 
 @eval_group.command("methods")

@@ -93,6 +93,8 @@ def run_demo(
 ) -> DemoResult:
     """Rank `boxes` of `image` against `text`, name each box among `labels`, draw it all to `out`.
     Unset alpha, sigma and layers come from `demo_setting(model)`."""
+    if Path(out).suffix.lower() not in PICTURE_SUFFIXES:
+        raise FalipError(f"the picture goes to a {'/'.join(PICTURE_SUFFIXES)} file, not {out}")
     tuned = demo_setting(model)
     alpha = tuned["alpha"] if alpha is None else alpha
     sigma = tuned["sigma"] if sigma is None else sigma
@@ -149,7 +151,20 @@ def run_demo(
     for i, (panel, title) in enumerate(zip(panels, titles)):
         sheet.paste(panel, (i * (shown.width + 10), 28))
         draw.text((i * (shown.width + 10) + 2, 8), title, fill=(0, 0, 0))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out)
-    return DemoResult(text, boxes, scores, names, share, out, expected)
+    save_picture(sheet, Path(out))
+    return DemoResult(text, boxes, scores, names, share, Path(out), expected)
+
+
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def save_picture(picture: Image.Image, out: Path) -> None:
+    """Save a picture where asked; a name that is no picture file, or a folder that cannot be
+    written, is a one-line error."""
+    if out.suffix.lower() not in PICTURE_SUFFIXES:
+        raise FalipError(f"the picture goes to a {'/'.join(PICTURE_SUFFIXES)} file, not {out}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        picture.save(out)
+    except OSError as exc:
+        raise FalipError(f"cannot write {out}: {exc.strerror or exc}") from None

@@ -12,6 +12,7 @@ import torch
 from .ablations import OPERATIONS, ablated_features
 from .backbones import ClipBackbone, ClipTokenizer, load_checkpoint
 from .encoder import DEFAULT_CHUNK, FovealEncoder
+from . import checks
 from .errors import FalipError
 from .masks import BOX_RULES, GAUSSIAN_NUMERICS, MASK_FORMS, resolve_layers
 from .masks import select_heads
@@ -36,10 +37,7 @@ def _dtype(dtype: Union[str, torch.dtype, None]) -> torch.dtype:
 
 
 def _device(device: Union[str, torch.device]) -> torch.device:
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise FalipError("CUDA was asked for, but PyTorch sees no CUDA device here; use device='cpu'")
-    return device
+    return checks.device(device)
 
 
 class FalipModel:
@@ -61,7 +59,7 @@ class FalipModel:
         self.name = name
         self.box_rule = box_rule
         self.gaussian = gaussian
-        self.encoder = FovealEncoder(backbone.visual, chunk_size)
+        self.encoder = FovealEncoder(backbone.visual, checks.count("chunk_size", chunk_size))
 
     def __repr__(self) -> str:
         v = self.backbone.cfg.vision
@@ -96,10 +94,19 @@ class FalipModel:
 
     def pixels(self, images: Union[ImageInput, Sequence[ImageInput], torch.Tensor]) -> torch.Tensor:
         """Preprocessed (N, 3, S, S) input; a tensor is taken as already preprocessed."""
+        size = self.preprocessing.size
         if isinstance(images, torch.Tensor):
-            return images if images.dim() == 4 else images[None]
+            batch = images if images.dim() == 4 else images[None]
+            if batch.dim() != 4 or tuple(batch.shape[1:]) != (3, size, size):
+                raise FalipError(f"a tensor is taken as preprocessed pixels (N, 3, {size}, {size}) or (3, {size}, {size}); "
+                                 f"got {tuple(images.shape)}: give images (paths, PIL images, uint8 arrays) to preprocess them")
+            if not batch.is_floating_point():
+                raise FalipError(f"preprocessed pixels must be floating point, got {batch.dtype}")
+            return batch
         if not isinstance(images, (list, tuple)):
             images = [images]
+        if not images:
+            raise FalipError("no image given")
         return torch.stack([self.preprocessing.pixels(image) for image in images])
 
     @torch.no_grad()
@@ -118,6 +125,7 @@ class FalipModel:
         box_format: str = "xywh",
     ) -> torch.Tensor:
         """The foveal bias rows (R, T) of regions on an image of `image_size = (width, height)`."""
+        alpha, sigma = checks.falip_strength(alpha, sigma)
         return region_bias_rows(
             regions, image_size, self.preprocessing, self.patch_size,
             alpha=alpha, sigma=sigma, box_format=box_format, box_rule=self.box_rule, numerics=self.gaussian,
@@ -147,6 +155,7 @@ class FalipModel:
             raise FalipError(f"unknown attention operation {operation!r}; choose bias or one of {', '.join(OPERATIONS)}")
         if operation != "bias" and form != "cls":
             raise FalipError(f"the {operation} ablation acts on the [CLS] row only; use form='cls'")
+        checks.optional_count("chunk_size", chunk_size)
         regions = _region_list(regions)
         img = open_image(image)
         rows = self.region_rows(img.size, regions, alpha=alpha, sigma=sigma, box_format=box_format)
@@ -202,7 +211,7 @@ class FalipModel:
     def masked_layers(self, layers: Optional[Sequence[int]]) -> list[int]:
         """0-based layer indices checked against the model (negative from the end); None: the last third."""
         try:
-            return resolve_layers(layers, self.depth)
+            return resolve_layers(checks.layer_list(layers), self.depth)
         except ValueError as exc:
             raise FalipError(str(exc)) from None
 
@@ -295,6 +304,8 @@ class FalipModel:
     @torch.no_grad()
     def encode_text(self, texts: TextInput) -> torch.Tensor:
         """Text features (T, D) of strings or of a (T, context) token-id tensor."""
+        if isinstance(texts, (list, tuple)) and not texts:
+            raise FalipError("no text given")
         ids = texts if isinstance(texts, torch.Tensor) else self.tokenize(texts)
         if ids.dim() == 1:
             ids = ids[None]

@@ -8,7 +8,7 @@ from typing import Union
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .errors import FalipError
 from .geometry import PREPROCESS_MODES, Geometry, geometry_for
@@ -19,23 +19,44 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
 
 
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB of any mode Pillow opens: 16- and 32-bit integer images are scaled from their bit
+    depth (Pillow's own conversion clips them, so a 16-bit image would turn white), float images from
+    [0, 1], palettes through their colours; an alpha channel is dropped."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) <= 65535 else float(2**32 - 1)
+        grey = np.clip(np.rint(arr / top * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if img.mode == "F":
+        grey = np.clip(np.rint(np.asarray(img, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    return img.convert("RGB")
+
+
 def open_image(image: ImageInput) -> Image.Image:
-    """An RGB PIL image from a path, a PIL image or an (H, W, 3) uint8 array."""
+    """An RGB PIL image from a path, a PIL image or an (H, W, 3) uint8 array. Files are turned as their
+    EXIF orientation says, so boxes given in the orientation people see land on the right pixels."""
     if isinstance(image, (str, Path)):
         path = Path(image)
         if not path.is_file():
             raise FalipError(f"image not found: {path}")
         try:
             with Image.open(path) as img:
-                return img.convert("RGB")
-        except OSError as exc:
+                img.load()
+                return _to_rgb(ImageOps.exif_transpose(img))
+        except (OSError, ValueError, SyntaxError) as exc:
             raise FalipError(f"cannot read image {path}: {exc}") from None
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise FalipError(f"an image array must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+        if image.shape[0] == 0 or image.shape[1] == 0:
+            raise FalipError(f"an image array must have pixels, got shape {image.shape}")
         return Image.fromarray(image, "RGB")
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        return _to_rgb(image)
     raise FalipError(f"cannot use {type(image).__name__} as an image: give a path, a PIL image or an array")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Sequence, Union
 
 import numpy as np
@@ -20,18 +21,36 @@ def to_xyxy(box: Sequence[float], box_format: str = "xywh") -> tuple[float, floa
     """A box as `(x0, y0, x1, y1)`; `xywh` is COCO's `[x, y, width, height]`."""
     if box_format not in BOX_FORMATS:
         raise FalipError(f"unknown box format {box_format!r}; choose one of {', '.join(BOX_FORMATS)}")
-    values = [float(v) for v in box]
+    try:
+        values = [float(v) for v in box]
+    except (TypeError, ValueError):
+        raise FalipError(f"a box needs 4 numbers, got {box!r}") from None
     if len(values) != 4:
         raise FalipError(f"a box needs 4 numbers, got {len(values)}: {list(box)}")
+    if not all(math.isfinite(v) for v in values):
+        raise FalipError(f"a box's numbers must be finite, got {list(box)}")
     x, y, a, b = values
     return (x, y, x + a, y + b) if box_format == "xywh" else (x, y, a, b)
 
 
 def _as_mask(region: Region) -> np.ndarray | None:
+    """A binary (H, W) mask (True where > 0), or None for a box; more dimensions are an error."""
     if isinstance(region, Image.Image):
         return np.asarray(region.convert("L")) > 0
-    arr = region.detach().cpu().numpy() if isinstance(region, torch.Tensor) else np.asarray(region)
-    return arr if arr.ndim == 2 else None
+    if region is None:
+        raise FalipError("a region is a box of 4 numbers or a binary (H, W) mask, got None")
+    try:
+        arr = region.detach().cpu().numpy() if isinstance(region, torch.Tensor) else np.asarray(region)
+    except ValueError:  # ragged nesting: not a mask; let the box check say what is wrong
+        return None
+    if arr.ndim <= 1:
+        return None
+    if arr.ndim != 2:
+        raise FalipError(f"a mask must be 2-D (H, W), one value per pixel; got shape {arr.shape}")
+    try:
+        return arr > 0
+    except TypeError:
+        raise FalipError(f"a mask must hold numbers, got {arr.dtype}") from None
 
 
 def region_bias_rows(

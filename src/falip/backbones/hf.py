@@ -97,12 +97,12 @@ def state_from_hf(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _image_stats(spec: str):
+def _image_stats(spec: str, local_only: bool = False):
     """Mean and std from `preprocessor_config.json`, when the checkpoint has one."""
     from transformers.utils import cached_file
 
     try:
-        path = cached_file(spec, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False)
+        path = cached_file(spec, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False, local_files_only=local_only)
     except Exception:  # absent, offline, or a repo without it: OpenAI's statistics apply
         return None, None
     if not path:
@@ -112,11 +112,53 @@ def _image_stats(spec: str):
     return (tuple(mean) if mean else None), (tuple(std) if std else None)
 
 
+_REACHABLE: dict[str, bool] = {}
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection within `timeout` s (asked once per process).
+    Off when HF_HUB_OFFLINE is set."""
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    if url.geturl() not in _REACHABLE:
+        import socket
+
+        try:
+            socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout).close()
+            _REACHABLE[url.geturl()] = True
+        except OSError:
+            _REACHABLE[url.geturl()] = False
+    return _REACHABLE[url.geturl()]
+
+
+def _offline_only(spec: str) -> bool:
+    """True when a hub id must be read from the cache alone; a clear error when it is not there
+    either (instead of transformers' retries, half a minute with no network)."""
+    if Path(spec).is_dir() or hub_reachable():
+        return False
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(spec, "config.json")
+    except Exception:  # not a valid repo id
+        cached = None
+    if not isinstance(cached, str):
+        raise FalipError(f"{spec!r} is not a local path, not in the Hugging Face cache, and the hub cannot be reached "
+                         "(no network?): give a local checkpoint folder or file")
+    return True
+
+
 def load(spec: str) -> LoadedCheckpoint:
     from transformers import AutoConfig, AutoTokenizer, CLIPModel
 
+    local_only = _offline_only(spec)
     try:
-        hf_config = AutoConfig.from_pretrained(spec)
+        hf_config = AutoConfig.from_pretrained(spec, local_files_only=local_only)
     except Exception as exc:  # OSError when offline or missing, ValueError for unknown model types
         raise FalipError(f"cannot load {spec!r} as a Hugging Face CLIP checkpoint: {first_line(exc)}") from None
     if hf_config.model_type != "clip":
@@ -127,7 +169,7 @@ def load(spec: str) -> LoadedCheckpoint:
     if quiet:
         hf_logging.disable_progress_bar()
     try:
-        hf_model = CLIPModel.from_pretrained(spec, config=hf_config, dtype=torch.float32)
+        hf_model = CLIPModel.from_pretrained(spec, config=hf_config, dtype=torch.float32, local_files_only=local_only)
     except Exception as exc:  # corrupt or missing weight files
         raise FalipError(f"cannot read the weights of {spec!r}: {first_line(exc)}") from None
     finally:
@@ -136,8 +178,10 @@ def load(spec: str) -> LoadedCheckpoint:
     cfg = config_from_hf(hf_config)
     model = build_backbone(cfg, state_from_hf(hf_model.state_dict()), spec)
     try:
-        tok = ClipTokenizer(AutoTokenizer.from_pretrained(spec), cfg.text.context_length)
+        tok = ClipTokenizer(AutoTokenizer.from_pretrained(spec, local_files_only=local_only), cfg.text.context_length)
     except Exception:  # a checkpoint saved without tokenizer files: text needs `tokenizer=`
         tok = None
-    mean, std = _image_stats(spec)
+    if tok is not None and not tok.tells_apart():
+        tok = None  # transformers hands back an empty vocabulary for a folder without tokenizer files
+    mean, std = _image_stats(spec, local_only)
     return LoadedCheckpoint(model=model, tokenizer=tok, name=spec, mean=mean, std=std)

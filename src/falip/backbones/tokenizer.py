@@ -35,6 +35,14 @@ class ClipTokenizer:
         self.context_length = context_length
         self.pad_id = hf_tokenizer.pad_token_id if pad_id is None else pad_id
 
+    def tells_apart(self) -> bool:
+        """Whether different words get different tokens (an empty vocabulary maps all to one)."""
+        try:
+            first, second = self(["a photo of a cat"]), self(["the dog on the left"])
+        except Exception:  # a broken tokenizer: as good as none
+            return False
+        return not torch.equal(first, second)
+
     def __call__(self, texts: Sequence[str]) -> torch.Tensor:
         if isinstance(texts, str):
             texts = [texts]

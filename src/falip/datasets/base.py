@@ -10,6 +10,8 @@ interrupted evaluation can resume.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -23,17 +25,43 @@ Box = list[float]
 ImageSource = Union[Path, Callable[[], Any]]
 
 
+_STRICT: ContextVar[bool] = ContextVar("falip_strict_data", default=False)
+
+
+@contextmanager
+def strict_data(enabled: bool = True):
+    """Within this block a bad annotation stops the loading (`--strict`) instead of being skipped."""
+    token = _STRICT.set(enabled)
+    try:
+        yield
+    finally:
+        _STRICT.reset(token)
+
+
+class Skipped(list):
+    """What a loader or a run left out, one line each naming the file, line or image and why."""
+
+    def add(self, message: str) -> None:
+        if _STRICT.get():
+            raise FalipError(message)
+        self.append(message)
+
+
+class RecData(list):
+    """A referring-expression data set: its `RecImage`s, and what its loader skipped."""
+
+    def __init__(self, images=(), skipped: Optional[Skipped] = None):
+        super().__init__(images)
+        self.skipped = skipped if skipped is not None else Skipped()
+
+
 def read_image(source: ImageSource):
     """A PIL image (or array) from a file path or a zero-argument loader."""
     if callable(source):
         return source()
-    try:
-        with Image.open(source) as image:
-            return image.convert("RGB")
-    except FileNotFoundError:
-        raise FalipError(f"image not found: {source}") from None
-    except OSError as exc:
-        raise FalipError(f"cannot read image {source}: {exc}") from None
+    from ..preprocess import open_image
+
+    return open_image(source)
 
 
 @dataclass
@@ -67,6 +95,7 @@ class ClsExample:
 class ClsDataset:
     classes: list[str]
     examples: list[ClsExample]
+    skipped: Skipped = field(default_factory=Skipped)
 
 
 def require(path: Path, what: str, hint: str = "") -> Path:
@@ -76,15 +105,28 @@ def require(path: Path, what: str, hint: str = "") -> Path:
     return path
 
 
-def read_table(path: Path, columns: int) -> list[list[str]]:
-    """Whitespace-separated rows with at least `columns` fields (CUB's text files)."""
+def read_table(path: Path, columns: int, skipped: Optional[Skipped] = None, numeric: tuple[int, ...] = ()) -> list[list[str]]:
+    """Whitespace-separated rows with at least `columns` fields (CUB's text files); the fields at
+    `numeric` must be numbers. A bad row is an error, or with `skipped` a note and left out."""
     rows = []
     for number, line in enumerate(require(path, f"file {path.name}").read_text().splitlines(), 1):
         if not line.strip():
             continue
         fields = line.split(maxsplit=columns - 1)
+        problem = None
         if len(fields) < columns:
-            raise FalipError(f"{path}:{number}: expected {columns} fields, got {line!r}")
+            problem = f"expected {columns} fields"
+        else:
+            try:
+                [float(fields[i]) for i in numeric]
+            except ValueError:
+                problem = "a field that must be a number is not"
+        if problem:
+            message = f"{path}:{number}: {problem}, got {line.strip()!r}"
+            if skipped is None:
+                raise FalipError(message)
+            skipped.add(message)
+            continue
         rows.append(fields)
     return rows
 

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import FalipError
-from .base import ClsDataset, ClsExample, read_table, require
+from .base import ClsDataset, ClsExample, Skipped, read_table, require
 
 CUB_FILES = ("images.txt", "image_class_labels.txt", "bounding_boxes.txt", "train_test_split.txt", "classes.txt")
 
@@ -29,33 +29,40 @@ def _readable(folder_name: str) -> str:
     return name.replace("_", " ")
 
 
-def _cub_tables(root: Path) -> dict:
+def _cub_tables(root: Path, skipped: Skipped) -> dict:
     for name in CUB_FILES:
         require(root / name, f"CUB-200-2011 file {name}", "the official CUB_200_2011 folder")
-    images = dict(read_table(root / "images.txt", 2))
-    boxes = {i: list(map(float, (x, y, w, h))) for i, x, y, w, h in read_table(root / "bounding_boxes.txt", 5)}
-    labels = dict(read_table(root / "image_class_labels.txt", 2))
-    is_train = dict(read_table(root / "train_test_split.txt", 2))
-    classes = sorted(((int(i), n) for i, n in read_table(root / "classes.txt", 2)))
+    images = dict(read_table(root / "images.txt", 2, skipped))
+    boxes = {i: list(map(float, (x, y, w, h))) for i, x, y, w, h in read_table(root / "bounding_boxes.txt", 5, skipped, (1, 2, 3, 4))}
+    labels = dict(read_table(root / "image_class_labels.txt", 2, skipped))
+    is_train = dict(read_table(root / "train_test_split.txt", 2, skipped))
+    classes = sorted(((int(i), n) for i, n in read_table(root / "classes.txt", 2, numeric=(0,))))
     return {"images": images, "boxes": boxes, "labels": labels, "is_train": is_train, "classes": classes}
 
 
 def load_cub(root: Path, split: str = "test") -> ClsDataset:
-    """CUB-200-2011 (`CUB_200_2011/`): the bird's box per image; split "test", "train" or "all"."""
+    """CUB-200-2011 (`CUB_200_2011/`): the bird's box per image; split "test", "train" or "all".
+    An image with a bad or missing box, label or split entry is skipped and named (`--strict`: an error)."""
     root = Path(root)
     if split not in ("test", "train", "all"):
         raise FalipError(f"unknown CUB split {split!r}; choose test, train or all")
-    t = _cub_tables(root)
-    class_ids = [i for i, _ in t["classes"]]
-    index = {str(i): k for k, i in enumerate(class_ids)}
+    skipped = Skipped()
+    t = _cub_tables(root, skipped)
+    index = {str(i): k for k, (i, _) in enumerate(t["classes"])}
     examples = []
     for image_id, rel in t["images"].items():
-        if split != "all" and (t["is_train"].get(image_id) == "1") != (split == "train"):
+        missing = [name for name, table in (("bounding_boxes.txt", "boxes"), ("image_class_labels.txt", "labels"),
+                                            ("train_test_split.txt", "is_train")) if image_id not in t[table]]
+        if missing:
+            skipped.add(f"{root}: image {image_id} ({rel}) has no line in {', '.join(missing)}")
             continue
-        if image_id not in t["boxes"] or image_id not in t["labels"]:
-            raise FalipError(f"{root}: image {image_id} has no box or no label")
+        if t["labels"][image_id] not in index:
+            skipped.add(f"{root / 'image_class_labels.txt'}: image {image_id} has label {t['labels'][image_id]}, which classes.txt lacks")
+            continue
+        if split != "all" and (t["is_train"][image_id] == "1") != (split == "train"):
+            continue
         examples.append(ClsExample(image_id, require(root / "images" / rel, "CUB image"), t["boxes"][image_id], index[t["labels"][image_id]]))
-    return ClsDataset([_readable(n) for _, n in t["classes"]], examples)
+    return ClsDataset([_readable(n) for _, n in t["classes"]], examples, skipped)
 
 
 def _dogs_split(root: Path, split: str) -> Optional[set[str]]:
@@ -77,20 +84,24 @@ def load_dogs(root: Path, split: str = "test") -> ClsDataset:
     notes_dir = require(root / "Annotation", "Stanford Dogs annotation folder Annotation/")
     wanted = _dogs_split(root, split)
     folders = sorted(p.name for p in images_dir.iterdir() if p.is_dir())
-    examples = []
+    examples, skipped = [], Skipped()
     for label, folder in enumerate(folders):
         for image in sorted((images_dir / folder).glob("*.jpg")):
             rel = f"{folder}/{image.name}"
             if wanted is not None and rel not in wanted:
                 continue
-            note = require(notes_dir / folder / image.stem, "Stanford Dogs annotation")
+            note = notes_dir / folder / image.stem
+            if not note.is_file():
+                skipped.add(f"{note}: no annotation for {rel}")
+                continue
             try:
                 box = ET.parse(note).getroot().find("object/bndbox")
                 x0, y0, x1, y1 = (float(box.find(t).text) for t in ("xmin", "ymin", "xmax", "ymax"))
             except (ET.ParseError, AttributeError, TypeError, ValueError):
-                raise FalipError(f"{note}: not a VOC annotation with an object box") from None
+                skipped.add(f"{note}: not a VOC annotation with an object box")
+                continue
             examples.append(ClsExample(rel, image, [x0, y0, x1 - x0, y1 - y0], label))
-    return ClsDataset([_readable(f) for f in folders], examples)
+    return ClsDataset([_readable(f) for f in folders], examples, skipped)
 
 
 WATERBIRDS_SPLITS = {"train": "0", "val": "1", "test": "2"}
@@ -104,29 +115,44 @@ def load_waterbirds(root: Path, cub_root: Path, split: str = "test") -> ClsDatas
     if split not in WATERBIRDS_SPLITS:
         raise FalipError(f"unknown Waterbirds split {split!r}; choose {', '.join(WATERBIRDS_SPLITS)}")
     meta = require(root / "metadata.csv", "Waterbirds metadata.csv")
-    t = _cub_tables(Path(cub_root))
+    skipped = Skipped()
+    t = _cub_tables(Path(cub_root), skipped)
     box_of = {rel: t["boxes"][i] for i, rel in t["images"].items() if i in t["boxes"]}
     examples = []
     with open(meta, newline="") as handle:
-        for row in csv.DictReader(handle):
+        reader = csv.DictReader(handle)
+        missing = {"img_filename", "y", "split", "place"} - set(reader.fieldnames or [])
+        if missing:
+            raise FalipError(f"{meta}: no column {', '.join(sorted(missing))}")
+        for number, row in enumerate(reader, 2):
+            if row["split"] != WATERBIRDS_SPLITS[split]:
+                continue
             try:
-                if row["split"] != WATERBIRDS_SPLITS[split]:
-                    continue
                 rel, y, place = row["img_filename"], int(row["y"]), int(row["place"])
-            except (KeyError, ValueError) as exc:
-                raise FalipError(f"{meta}: missing or bad column {exc}") from None
+                if y not in (0, 1) or place not in (0, 1):
+                    raise ValueError("y and place must be 0 or 1")
+            except (TypeError, ValueError) as exc:
+                skipped.add(f"{meta}:{number}: bad row ({exc})")
+                continue
             if rel not in box_of:
-                raise FalipError(f"{rel}: no CUB box for this Waterbirds image in {cub_root}")
+                skipped.add(f"{meta}:{number}: no CUB box for {rel} in {cub_root}")
+                continue
             group = f"{('landbird', 'waterbird')[y]}/{('land', 'water')[place]}"
             examples.append(ClsExample(rel, require(root / rel, "Waterbirds image"), box_of[rel], y, group))
-    return ClsDataset(["landbird", "waterbird"], examples)
+    return ClsDataset(["landbird", "waterbird"], examples, skipped)
 
 
 def _mask_loader(path: Path, class_id: int):
     def load() -> np.ndarray:
-        with Image.open(path) as png:
-            rgb = np.asarray(png.convert("RGB")).astype(np.int64)
-        return (rgb[..., 0] + 256 * rgb[..., 1]) == class_id
+        try:
+            with Image.open(path) as png:
+                rgb = np.asarray(png.convert("RGB")).astype(np.int64)
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise FalipError(f"cannot read the mask {path}: {exc}") from None
+        mask = (rgb[..., 0] + 256 * rgb[..., 1]) == class_id
+        if not mask.any():
+            raise FalipError(f"the mask {path} has no pixel of class {class_id}")
+        return mask
 
     return load
 
@@ -152,15 +178,16 @@ def load_imagenet_s(root: Path, names: Optional[Path] = None, split: str = "vali
             if line.strip():
                 wnid, _, name = line.strip().partition(" ")
                 readable[wnid] = name.strip().split(",")[0]
-    examples = []
+    examples, skipped = [], Skipped()
     for label, wnid in enumerate(wnids):
         for mask in sorted((masks_dir / wnid).glob("*.png")) if (masks_dir / wnid).is_dir() else []:
             image = next((p for p in (images_dir / wnid).glob(mask.stem + ".*")), None)
             if image is None:
-                raise FalipError(f"no image for mask {mask} in {images_dir / wnid}")
+                skipped.add(f"{mask}: no image {mask.stem}.* in {images_dir / wnid}")
+                continue
             loader = _mask_loader(mask, label + 1)
             examples.append(ClsExample(f"{wnid}/{mask.stem}", image, loader if region == "mask" else _box_of(loader), label))
-    return ClsDataset([readable.get(w, w) for w in wnids], examples)
+    return ClsDataset([readable.get(w, w) for w in wnids], examples, skipped)
 
 
 def _box_of(mask_loader):

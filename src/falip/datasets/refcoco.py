@@ -13,13 +13,14 @@
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import re
 from pathlib import Path
 from typing import Optional
 
 from ..errors import FalipError
-from .base import Box, RecExpression, RecImage, coco_boxes, load_detections, require
+from .base import Box, RecData, RecExpression, RecImage, Skipped, coco_boxes, load_detections, require
 
 COCO_ID = re.compile(r"COCO_\w+?_0*(\d+)")
 
@@ -51,30 +52,45 @@ def _add(images: dict[str, RecImage], file_name: str, image_root: Path, boxes: l
     item.expressions.append(expression)
 
 
-def load_reclip(annotations: Path, images: Path, detections: Optional[Path] = None) -> list[RecImage]:
+def load_reclip(annotations: Path, images: Path, detections: Optional[Path] = None) -> RecData:
     """`annotations`: ReCLIP's jsonl; `images`: COCO train2014."""
     jsonl, image_root = Path(annotations), Path(images)
     require(jsonl, "ReCLIP jsonl file", "e.g. refcoco_testa.jsonl from ReCLIP's data release")
     require(image_root, "image folder", "COCO train2014")
     dets = load_detections(detections) if detections else None
     found: dict[str, RecImage] = {}
+    skipped = Skipped()
     for number, line in enumerate(jsonl.read_text().splitlines(), 1):
         if not line.strip():
             continue
+        where = f"{jsonl}:{number}"
         try:
             datum = json.loads(line)
             file_name = _coco_file(datum["file_name"])
             gold_ids = datum["ann_id"] if isinstance(datum["ann_id"], list) else [datum["ann_id"]]
             anns = datum["anns"]
-            gold = [list(map(float, a["bbox"])) for a in anns if a["id"] in gold_ids]
-            candidates = _candidates(datum["image_id"], [list(map(float, a["bbox"])) for a in anns], dets,
-                                     datum.get("width"), datum.get("height"))
-            for s, sentence in enumerate(datum["sentences"]):
-                key = f"{number}:{s}"
-                _add(found, file_name, image_root, candidates, RecExpression(key, sentence["raw"].lower(), gold))
-        except (KeyError, TypeError, json.JSONDecodeError) as exc:
-            raise FalipError(f"{jsonl}:{number}: not a ReCLIP record ({type(exc).__name__}: {exc})") from None
-    return list(found.values())
+            boxes = [_box(a["bbox"]) for a in anns]
+            gold = [box for a, box in zip(anns, boxes) if a["id"] in gold_ids]
+            sentences = [sentence["raw"].lower() for sentence in datum["sentences"]]
+            image_id = datum["image_id"]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            skipped.add(f"{where}: not a ReCLIP record ({type(exc).__name__}: {exc})")
+            continue
+        if not gold:
+            skipped.add(f"{where}: its ann_id {datum['ann_id']} is not among the image's anns")
+            continue
+        candidates = _candidates(image_id, boxes, dets, datum.get("width"), datum.get("height"))
+        for s, sentence in enumerate(sentences):
+            _add(found, file_name, image_root, candidates, RecExpression(f"{number}:{s}", sentence, gold))
+    return RecData(found.values(), skipped)
+
+
+def _box(values) -> Box:
+    """An `xywh` box of 4 finite numbers, with positive width and height."""
+    box = [float(v) for v in values]
+    if len(box) != 4 or not all(math.isfinite(v) for v in box) or box[2] <= 0 or box[3] <= 0:
+        raise ValueError(f"bad box {values}")
+    return box
 
 
 def load_refer(annotations: Path, images: Path, split: str, split_by: str = "unc", detections: Optional[Path] = None) -> list[RecImage]:
@@ -83,27 +99,39 @@ def load_refer(annotations: Path, images: Path, split: str, split_by: str = "unc
     refs_file = require(folder / f"refs({split_by}).p", "refer annotation pickle", f"refer's data/<dataset>/refs({split_by}).p")
     coco_images, coco_anns = coco_boxes(require(folder / "instances.json", "COCO instances file", "refer's instances.json"))
     dets = load_detections(detections) if detections else None
-    with open(refs_file, "rb") as handle:
-        refs = pickle.load(handle)
+    try:
+        with open(refs_file, "rb") as handle:
+            refs = pickle.load(handle)
+        iter(refs)
+    except Exception as exc:  # a damaged or foreign pickle can raise almost anything
+        raise FalipError(f"{refs_file}: not a refer annotation pickle ({type(exc).__name__}: {exc})") from None
     found: dict[str, RecImage] = {}
-    splits = set()
-    for ref in refs:
-        splits.add(ref["split"])
-        if ref["split"] != split:
+    splits, skipped = set(), Skipped()
+    for number, ref in enumerate(refs):
+        try:
+            splits.add(ref["split"])
+            if ref["split"] != split:
+                continue
+            image_id, ann_id, ref_id = str(ref["image_id"]), ref["ann_id"], ref["ref_id"]
+            sentences = [sentence["raw"].lower() for sentence in ref["sentences"]]
+        except (KeyError, TypeError, AttributeError) as exc:
+            skipped.add(f"{refs_file}: ref {number} is not a refer record ({type(exc).__name__}: {exc})")
             continue
-        image_id = str(ref["image_id"])
         info = coco_images.get(image_id)
         if info is None:
-            raise FalipError(f"{refs_file}: image {image_id} of ref {ref['ref_id']} is not in instances.json")
+            skipped.add(f"{refs_file}: image {image_id} of ref {ref_id} is not in instances.json")
+            continue
         anns = coco_anns.get(image_id, [])
-        gold = [a["bbox"] for a in anns if a["id"] == ref["ann_id"]]
+        gold = [a["bbox"] for a in anns if a["id"] == ann_id]
+        if not gold:
+            skipped.add(f"{refs_file}: ref {ref_id}'s ann_id {ann_id} is not among image {image_id}'s annotations")
+            continue
         candidates = _candidates(image_id, [a["bbox"] for a in anns], dets, info.get("width"), info.get("height"))
-        for s, sentence in enumerate(ref["sentences"]):
-            expr = RecExpression(f"{ref['ref_id']}:{s}", sentence["raw"].lower(), gold)
-            _add(found, info["file_name"], image_root, candidates, expr)
+        for s, sentence in enumerate(sentences):
+            _add(found, info["file_name"], image_root, candidates, RecExpression(f"{ref_id}:{s}", sentence, gold))
     if not found:
-        raise FalipError(f"{refs_file}: no ref in split {split!r}; splits there: {', '.join(sorted(splits))}")
-    return list(found.values())
+        raise FalipError(f"{refs_file}: no ref in split {split!r}; splits there: {', '.join(sorted(map(str, splits)))}")
+    return RecData(found.values(), skipped)
 
 
 def load_transvg(annotations: Path, images: Path, instances: Optional[Path] = None, detections: Optional[Path] = None) -> list[RecImage]:
@@ -116,17 +144,23 @@ def load_transvg(annotations: Path, images: Path, instances: Optional[Path] = No
         raise FalipError("a TransVG split file holds only the gold box: give COCO's instances.json or a detections file for the candidates")
     anns = coco_boxes(instances)[1] if instances else None
     dets = load_detections(detections) if detections else None
-    items = torch.load(split_file, weights_only=False)
+    try:
+        items = list(torch.load(split_file, weights_only=False))
+    except Exception as exc:  # a damaged file can raise almost anything from unpickling
+        raise FalipError(f"{split_file}: not a TransVG split file ({type(exc).__name__}: {exc})") from None
     found: dict[str, RecImage] = {}
+    skipped = Skipped()
     for number, item in enumerate(items):
         try:
-            file_name, _, box, phrase = item[0], item[1], item[2], item[3]
-        except (TypeError, IndexError):
-            raise FalipError(f"{split_file}: item {number} is not (file, id, box, phrase, ...)") from None
+            file_name, box, phrase = str(item[0]), _box(item[2]), str(item[3])
+        except (TypeError, IndexError, ValueError) as exc:
+            skipped.add(f"{split_file}: item {number} is not (file, id, box, phrase, ...) ({exc})")
+            continue
         match = COCO_ID.match(Path(file_name).stem)
         image_id = str(int(match.group(1))) if match else Path(file_name).stem
         candidates = _candidates(image_id, [a["bbox"] for a in (anns or {}).get(image_id, [])], dets)
         if not candidates:
-            raise FalipError(f"{split_file}: no candidate boxes for image {image_id} ({file_name})")
-        _add(found, file_name, image_root, candidates, RecExpression(str(number), str(phrase).lower(), [list(map(float, box))]))
-    return list(found.values())
+            skipped.add(f"{split_file}: item {number}: no candidate boxes for image {image_id} ({file_name})")
+            continue
+        _add(found, file_name, image_root, candidates, RecExpression(str(number), phrase.lower(), [box]))
+    return RecData(found.values(), skipped)

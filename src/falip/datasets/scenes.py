@@ -7,14 +7,18 @@ Scenes are generated once and kept (500 of them take about 25 MB).
 
 from __future__ import annotations
 
-from ..scenes.world import Scene, class_names, make_scene
+from .. import checks
+from ..errors import FalipError
+from ..scenes.world import SPLITS, Scene, class_names, make_scene
 from .base import ClsDataset, ClsExample, RecExpression, RecImage
 
 MULTI_OFFSET = 1_000_000  # the multi-object scenes' indices, as in `scenes.evaluate.Split`
 
 
 def _scenes(split: str, count: int) -> list[Scene]:
-    return [make_scene(split, MULTI_OFFSET + i, objects=(2, 4)) for i in range(count)]
+    if split not in SPLITS:
+        raise FalipError(f"unknown scene split {split!r}; choose {', '.join(SPLITS)}")
+    return [make_scene(split, MULTI_OFFSET + i, objects=(2, 4)) for i in range(checks.count("count", count))]
 
 
 def scene_rec(split: str = "test", count: int = 500) -> list[RecImage]:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .. import checks
 from ..datasets import ClsDataset, RecImage, read_image
 from ..preprocess import open_image
 from ..regions import region_box
@@ -45,22 +46,26 @@ def rank_heads(model, sets: Iterable[RegionSet], prompt: str, out: Path, *, conf
     """Mean `||G' - G||` per (layer, head) over every region, as an (L, H) array; writes
     `out/results.jsonl` (resumable) and `out/heads.csv`."""
     draw = get_visual_prompt(prompt)
+    limit = checks.optional_count("limit", limit)
     store = ResultStore(out, config, overwrite)
-    done = store.done
-    todo = [s for s in sets if s.key not in done][: None if limit is None else max(0, limit - len(done))]
-    for item in tqdm(todo, desc="images", unit="img", disable=not progress):
-        image = open_image(read_image(item.image))
-        regions = [r() if callable(r) else r for r in item.regions]
-        prompted = model.pixels([draw(image, region_box(r)) for r in regions]).to(model.device, model.dtype)
-        original = model.pixels(image).to(model.device, model.dtype)
-        with torch.no_grad():
-            deltas, _ = head_deltas(model.backbone.visual, original, prompted, model.encoder.chunk_size)
-        norms = deltas.float().norm(dim=-1).sum(0)  # (L, H), summed over the image's regions
-        store.add([{"key": item.key, "regions": len(regions), "sum": norms.tolist()}])
-    total = sum(r["regions"] for r in store.records)
-    effect = np.sum([np.asarray(r["sum"]) for r in store.records], axis=0) / max(total, 1)
-    write_heads_csv(out / "heads.csv", effect)
-    return effect
+    try:
+        done = store.done
+        todo = [s for s in sets if s.key not in done][: None if limit is None else max(0, limit - len(done))]
+        for item in tqdm(todo, desc="images", unit="img", disable=not progress):
+            image = open_image(read_image(item.image))
+            regions = [r() if callable(r) else r for r in item.regions]
+            prompted = model.pixels([draw(image, region_box(r)) for r in regions]).to(model.device, model.dtype)
+            original = model.pixels(image).to(model.device, model.dtype)
+            with torch.no_grad():
+                deltas, _ = head_deltas(model.backbone.visual, original, prompted, model.encoder.chunk_size)
+            norms = deltas.float().norm(dim=-1).sum(0)  # (L, H), summed over the image's regions
+            store.add([{"key": item.key, "regions": len(regions), "sum": norms.tolist()}])
+        total = sum(r["regions"] for r in store.records)
+        effect = np.sum([np.asarray(r["sum"]) for r in store.records], axis=0) / max(total, 1)
+        write_heads_csv(out / "heads.csv", effect)
+        return effect
+    finally:
+        store.close()
 
 
 def write_heads_csv(path: Path, effect: np.ndarray) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .. import checks
 from ..datasets import CloudDataset
 from ..errors import FalipError
 from ..projection import depth_maps
@@ -63,34 +64,39 @@ def run_pointcloud(models: dict, data: CloudDataset, config: RunConfig, out: Pat
     """Top-1 and top-5 for every (model, method); with `pictures`, Fig. 5's attention picture of the
     first that many clouds in `out/pictures/`."""
     _check(config)
+    limit = checks.optional_count("limit", limit)
+    pictures = checks.count("pictures", pictures, minimum=0)
     store = ResultStore(out, asdict(config), overwrite)
-    done = store.done
-    texts = {n: class_text_features(model, data.classes, config.templates) for n, model in models.items()}
-    weights = config.view_weights or {}
-    for number, example in enumerate(tqdm(data.examples[:limit], desc="clouds", unit="cloud", disable=not progress)):
-        if example.key in done:
-            continue
-        depth = depth_maps(data.cloud(example))
-        results = {}
-        for index, (name, model) in enumerate(models.items()):
-            maps = view_attention(model, depth, input_mode=config.cloud_input, alpha=config.alpha, sigma=config.sigma,
-                                  layers=config.layers)
-            plain_share, falip_share = foreground_attention(maps)
-            if index == 0 and number < pictures:
-                key = example.key.replace("/", "_").replace(":", "_")
-                draw_views(maps, Path(out) / "pictures" / f"{key}.png", f"{example.key} ({data.classes[example.label]}), {name}")
-            for method in config.methods:
-                system = f"{name}:{method}"
-                feats = view_features(model, depth, method, **_options(config))
-                scores = cloud_scores(feats, texts[name], weights.get(system))
-                hits = top_k(scores[None], [example.label])
-                share = falip_share if method == "falip" else plain_share
-                results[system] = {"pred": int(scores.argmax()), "top1": bool(hits[1][0]), "top5": bool(hits[5][0]),
-                                   "foreground_attention": None if np.isnan(share) else share}
-        store.add([{"key": example.key, "label": example.label, "results": results}])
-    summary = write_summary(out, store.records)
-    write_attention(out, store.records)
-    return summary
+    try:
+        done = store.done
+        texts = {n: class_text_features(model, data.classes, config.templates) for n, model in models.items()}
+        weights = config.view_weights or {}
+        for number, example in enumerate(tqdm(data.examples[:limit], desc="clouds", unit="cloud", disable=not progress)):
+            if example.key in done:
+                continue
+            depth = depth_maps(data.cloud(example))
+            results = {}
+            for index, (name, model) in enumerate(models.items()):
+                maps = view_attention(model, depth, input_mode=config.cloud_input, alpha=config.alpha, sigma=config.sigma,
+                                      layers=config.layers)
+                plain_share, falip_share = foreground_attention(maps)
+                if index == 0 and number < pictures:
+                    key = example.key.replace("/", "_").replace(":", "_")
+                    draw_views(maps, Path(out) / "pictures" / f"{key}.png", f"{example.key} ({data.classes[example.label]}), {name}")
+                for method in config.methods:
+                    system = f"{name}:{method}"
+                    feats = view_features(model, depth, method, **_options(config))
+                    scores = cloud_scores(feats, texts[name], weights.get(system))
+                    hits = top_k(scores[None], [example.label])
+                    share = falip_share if method == "falip" else plain_share
+                    results[system] = {"pred": int(scores.argmax()), "top1": bool(hits[1][0]), "top5": bool(hits[5][0]),
+                                       "foreground_attention": None if np.isnan(share) else share}
+            store.add([{"key": example.key, "label": example.label, "results": results}])
+        summary = write_summary(out, store.records)
+        write_attention(out, store.records)
+        return summary
+    finally:
+        store.close()
 
 
 def write_attention(out: Path, records: list[dict]) -> dict[str, float]:

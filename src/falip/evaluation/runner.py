@@ -20,8 +20,10 @@ import torch
 from tqdm import tqdm
 
 from ..datasets import ClsDataset, RecImage, read_image
+from ..datasets.base import Skipped
+from .. import checks
 from ..errors import FalipError
-from ..tasks.classify import class_features, resolve_templates, top_k
+from ..tasks.classify import TEMPLATE_SETS, class_features, resolve_templates, top_k
 from ..tasks.methods import TEMPLATE, get_method, region_features, text_features
 from ..tasks.rec import NegativeSampler, ensemble, iou
 from .store import ResultStore
@@ -58,6 +60,27 @@ class RunConfig:
     view_weights: Optional[dict] = None  # point clouds: {"<model>:<method>": [beta per view]}; None: equal
     data: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """Every setting checked once, here, whether it came from the command line or from Python."""
+        from ..masks import MASK_FORMS
+        from ..tasks.rec import ENSEMBLES
+
+        self.alpha, self.sigma = checks.falip_strength(self.alpha, self.sigma)
+        self.layers = checks.layer_list(self.layers)
+        self.unleash_layers = checks.layer_list(self.unleash_layers)
+        if self.form not in MASK_FORMS:
+            raise FalipError(f"unknown mask form {self.form!r}; choose one of {', '.join(MASK_FORMS)}")
+        checks.template(self.template, "REC template")
+        if not isinstance(self.templates, str) or self.templates not in TEMPLATE_SETS:
+            for text in ([self.templates] if isinstance(self.templates, str) else self.templates):
+                checks.template(text, "class template")
+        self.subtract = checks.count("subtract", self.subtract, minimum=0)
+        self.iou = checks.fraction("iou", self.iou)
+        if self.ensemble is not None and self.ensemble not in ENSEMBLES:
+            raise FalipError(f"unknown ensemble {self.ensemble!r}; choose one of {', '.join(ENSEMBLES)}")
+        self.pasta_scale = checks.positive("pasta scale", self.pasta_scale)
+        self.seed = checks.count("seed", self.seed, minimum=0)
+
     def method_options(self) -> dict:
         return {"alpha": self.alpha, "sigma": self.sigma, "layers": self.layers, "form": self.form,
                 "pasta_scale": self.pasta_scale, "pasta_heads": self.pasta_heads,
@@ -69,6 +92,21 @@ def _check_methods(methods: Sequence[str]) -> None:
         get_method(method)
     if not methods:
         raise FalipError("no method given")
+
+
+def _check_options(models: dict, config: RunConfig) -> None:
+    """Settings that depend on the model (layers, heads) checked before the first example, so that
+    a typo stops the run at once instead of being taken for a bad example."""
+    from ..masks import parse_heads, select_heads
+
+    for model in models.values():
+        vision = model.backbone.cfg.vision
+        for layers, heads in ((config.layers, config.pasta_heads), (config.unleash_layers, config.unleash_heads)):
+            try:
+                pairs = parse_heads(heads) if heads else None
+                select_heads(model.masked_layers(layers), pairs, vision.layers, vision.heads)
+            except ValueError as exc:
+                raise FalipError(str(exc)) from None
 
 
 class _TextCache:
@@ -108,74 +146,95 @@ def run_rec(models: dict, images: Sequence[RecImage], config: RunConfig, out: Pa
             overwrite: bool = False, progress: bool = True) -> dict:
     """Evaluate every (model, method) on the images' expressions; returns the summary."""
     _check_methods(config.methods)
+    _check_options(models, config)
+    limit = checks.optional_count("limit", limit)
     store = ResultStore(out, asdict(config), overwrite)
-    done = store.done
-    todo = [e for item in images for e in item.expressions][:limit]
-    wanted = {e.key for e in todo} - done
-    texts = _TextCache(config.template)
-    pools: dict[tuple, torch.Tensor] = {}
-    sampler = NegativeSampler([e.text for item in images for e in item.expressions]) if config.subtract and wanted else None
-    bar = tqdm(total=len(todo), initial=len(todo) - len(wanted), desc="expressions", disable=not progress, unit="expr")
-    for item in images:
-        exprs = [e for e in item.expressions if e.key in wanted]
-        if not exprs:
-            continue
-        if not item.boxes:
-            raise FalipError(f"image {item.key} has no candidate boxes")
-        image = read_image(item.image)
-        own = [e.text for e in item.expressions]
-        negatives = [sampler.sample(own, config.subtract, negative_seed(config.seed, e.key)) for e in exprs] if sampler else None
-        all_scores = {}
-        for name, model in models.items():
-            scale = model.backbone.logit_scale.float().exp().item()
-            for method in config.methods:
-                feats = region_features(model, image, item.boxes, method, **config.method_options())
-                scores = scale * feats @ texts(name, model, method, [e.text for e in exprs]).T  # (R, E)
-                if negatives:
-                    pool_key = (name, get_method(method).text)
-                    if pool_key not in pools:  # (P, D): every distinct expression, encoded once per model and text rewrite
-                        pools[pool_key] = texts(name, model, method, sampler.texts, progress=progress)
-                    pool = pools[pool_key]
-                    mean_negative = torch.stack([pool[torch.as_tensor(n)].mean(0) for n in negatives])  # (E, D)
-                    scores = scores - scale * feats @ mean_negative.T
-                all_scores[f"{name}:{method}"] = scores
-        if config.ensemble:
-            all_scores["ensemble"] = ensemble(list(all_scores.values()), config.ensemble)
-        records = []
-        for j, expr in enumerate(exprs):
-            results = {}
-            for system, scores in all_scores.items():
-                pred, correct = _hits(scores[:, j], item.boxes, expr.gold, config.iou)
-                results[system] = {"pred": pred, "correct": correct}
-            records.append({"key": expr.key, "image": item.key, "text": expr.text, "results": results})
-        store.add(records)
-        bar.update(len(records))
-    bar.close()
-    return write_summary(out, store.records)
+    try:
+        done = store.done
+        todo = [e for item in images for e in item.expressions][:limit]
+        wanted = {e.key for e in todo} - done
+        skipped = Skipped(getattr(images, "skipped", []))
+        texts = _TextCache(config.template)
+        pools: dict[tuple, torch.Tensor] = {}
+        sampler = NegativeSampler([e.text for item in images for e in item.expressions]) if config.subtract and wanted else None
+        bar = tqdm(total=len(todo), initial=len(todo) - len(wanted), desc="expressions", disable=not progress, unit="expr")
+        for item in images:
+            exprs = [e for e in item.expressions if e.key in wanted]
+            if not exprs:
+                continue
+            try:
+                if not item.boxes:
+                    raise FalipError("no candidate boxes")
+                image = read_image(item.image)
+                own = [e.text for e in item.expressions]
+                negatives = [sampler.sample(own, config.subtract, negative_seed(config.seed, e.key)) for e in exprs] if sampler else None
+                all_scores = {}
+                for name, model in models.items():
+                    scale = model.backbone.logit_scale.float().exp().item()
+                    for method in config.methods:
+                        feats = region_features(model, image, item.boxes, method, **config.method_options())
+                        scores = scale * feats @ texts(name, model, method, [e.text for e in exprs]).T  # (R, E)
+                        if negatives:
+                            pool_key = (name, get_method(method).text)
+                            if pool_key not in pools:  # (P, D): every distinct expression, encoded once per model and text rewrite
+                                pools[pool_key] = texts(name, model, method, sampler.texts, progress=progress)
+                            pool = pools[pool_key]
+                            mean_negative = torch.stack([pool[torch.as_tensor(n)].mean(0) for n in negatives])  # (E, D)
+                            scores = scores - scale * feats @ mean_negative.T
+                        all_scores[f"{name}:{method}"] = scores
+            except FalipError as exc:  # a bad image or box: this image is left out, named, and counted
+                skipped.add(f"image {item.key} ({item.image if not callable(item.image) else 'generated'}): {exc}")
+                bar.update(len(exprs))
+                continue
+            if config.ensemble:
+                all_scores["ensemble"] = ensemble(list(all_scores.values()), config.ensemble)
+            records = []
+            for j, expr in enumerate(exprs):
+                results = {}
+                for system, scores in all_scores.items():
+                    pred, correct = _hits(scores[:, j], item.boxes, expr.gold, config.iou)
+                    results[system] = {"pred": pred, "correct": correct}
+                records.append({"key": expr.key, "image": item.key, "text": expr.text, "results": results})
+            store.add(records)
+            bar.update(len(records))
+        bar.close()
+        return write_summary(out, store.records, skipped)
+    finally:
+        store.close()
 
 
 def run_cls(models: dict, data: ClsDataset, config: RunConfig, out: Path, *, limit: Optional[int] = None,
             overwrite: bool = False, progress: bool = True) -> dict:
     """Top-1 and top-5 region classification for every (model, method)."""
     _check_methods(config.methods)
+    _check_options(models, config)
+    limit = checks.optional_count("limit", limit)
     resolve_templates(config.templates)
     store = ResultStore(out, asdict(config), overwrite)
-    done = store.done
-    examples = [e for e in data.examples[:limit] if e.key not in done]
-    classes = {
-        (name, method): class_features(model, data.classes, config.templates, method)
-        for name, model in models.items()
-        for method in config.methods
-    }
-    for example in tqdm(examples, desc="images", disable=not progress, unit="img"):
-        image = read_image(example.image)
-        region = example.load_region()
-        results = {}
-        for name, model in models.items():
-            for method in config.methods:
-                feats = region_features(model, image, [region], method, **config.method_options())
-                scores = feats @ classes[(name, method)].T
-                hits = top_k(scores, [example.label])
-                results[f"{name}:{method}"] = {"pred": int(scores.argmax()), "top1": bool(hits[1][0]), "top5": bool(hits[5][0])}
-        store.add([{"key": example.key, "label": example.label, "group": example.group, "results": results}])
-    return write_summary(out, store.records)
+    try:
+        done = store.done
+        examples = [e for e in data.examples[:limit] if e.key not in done]
+        classes = {
+            (name, method): class_features(model, data.classes, config.templates, method)
+            for name, model in models.items()
+            for method in config.methods
+        }
+        skipped = Skipped(data.skipped)
+        for example in tqdm(examples, desc="images", disable=not progress, unit="img"):
+            results = {}
+            try:
+                image = read_image(example.image)
+                region = example.load_region()
+                for name, model in models.items():
+                    for method in config.methods:
+                        feats = region_features(model, image, [region], method, **config.method_options())
+                        scores = feats @ classes[(name, method)].T
+                        hits = top_k(scores, [example.label])
+                        results[f"{name}:{method}"] = {"pred": int(scores.argmax()), "top1": bool(hits[1][0]), "top5": bool(hits[5][0])}
+            except FalipError as exc:  # a bad image, box or mask: this example is left out, named, and counted
+                skipped.add(f"example {example.key} ({example.image if not callable(example.image) else 'generated'}): {exc}")
+                continue
+            store.add([{"key": example.key, "label": example.label, "group": example.group, "results": results}])
+        return write_summary(out, store.records, skipped)
+    finally:
+        store.close()

@@ -7,8 +7,10 @@ import csv
 import io
 import json
 from pathlib import Path
+from typing import Sequence
 
 from ..stats import Accuracy
+from .store import write_atomic
 
 METRICS = ("top1", "top5", "correct")
 
@@ -62,10 +64,18 @@ def to_csv(summary: dict[str, dict]) -> str:
     return buffer.getvalue()
 
 
-def write_summary(folder: Path, records: list[dict]) -> dict[str, dict]:
+def write_summary(folder: Path, records: list[dict], skipped: Sequence[str] = ()) -> dict[str, dict]:
+    """summary.json, .csv and .md, each written atomically (never left empty by a failure); what the
+    data set's loader or the run left out goes to skipped.json, counted at the foot of summary.md."""
     summary = summarise(records)
     folder = Path(folder)
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (folder / "summary.csv").write_text(to_csv(summary))
-    (folder / "summary.md").write_text(markdown(summary))
+    write_atomic(folder / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_atomic(folder / "summary.csv", to_csv(summary))
+    text = markdown(summary)
+    if skipped:
+        write_atomic(folder / "skipped.json", json.dumps({"count": len(skipped), "skipped": list(skipped)}, indent=2) + "\n")
+        text += f"\nSkipped {len(skipped)} bad example(s) or annotation(s), each named in skipped.json (--strict stops at the first).\n"
+    else:
+        (folder / "skipped.json").unlink(missing_ok=True)
+    write_atomic(folder / "summary.md", text)
     return summary

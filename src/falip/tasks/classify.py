@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import checks
 from ..errors import FalipError
 from .methods import get_method
 
@@ -39,12 +40,10 @@ def resolve_templates(templates: str | Sequence[str]) -> tuple[str, ...]:
             return TEMPLATE_SETS[templates]
         templates = (templates,)
     out = tuple(templates)
-    bad = [t for t in out if t.count("{}") != 1]
-    if not out or bad:
-        raise FalipError(
-            f"a template needs exactly one {{}} for the class name (got {bad or 'none'}); "
-            f"or name a set: {', '.join(TEMPLATE_SETS)}"
-        )
+    if not out:
+        raise FalipError(f"no template given: give templates with one {{}} each, or name a set: {', '.join(TEMPLATE_SETS)}")
+    for text in out:
+        checks.template(text, "class template")
     return out
 
 

@@ -11,6 +11,7 @@ import torch
 
 from .ablations import OPERATIONS, ablated_features
 from .backbones import ClipBackbone, ClipTokenizer, load_checkpoint
+from .backbones.clip import resize_positions
 from .encoder import DEFAULT_CHUNK, FovealEncoder
 from . import checks
 from .errors import FalipError
@@ -343,13 +344,18 @@ def load(
     box_rule: str = "authors",
     gaussian: str = "authors",
     chunk_size: int = DEFAULT_CHUNK,
+    image_size: Optional[int] = None,
 ) -> FalipModel:
     """Load a CLIP ViT for FALIP.
 
     `name_or_path`: a Hugging Face hub id (`openai/clip-vit-base-patch16`), a `save_pretrained`
-    directory, or an OpenAI-format `.pt` (TorchScript or state dict) / `.safetensors` file.
+    directory, an open_clip folder (`open_clip_config.json` + weights) or `hf-hub:org/name`, or an
+    OpenAI-format `.pt` (TorchScript or state dict) / `.safetensors` file.
     None or "toy": the embedded model, a small CLIP trained on generated scenes (not OpenAI's).
-    `preprocess`: "squash" (the authors'), "crop" (CLIP's resize + centre crop) or "pad".
+    `preprocess`: "squash" (the authors'), "crop" (CLIP's resize + centre crop), "pad", or
+    "checkpoint" (the checkpoint's own, where its config says; else "crop").
+    `image_size`: run at another input size (e.g. 336 for a ViT-B/16 trained at 224): the position
+    embeddings are interpolated bicubically to the new token grid (opt-in; boxes follow the grid).
     `tokenizer`: overrides the checkpoint's tokenizer (hub id, directory or OpenAI BPE file).
     `box_rule`: "authors" (their ceil rule, default) or "overlap" (every token the box overlaps).
     `gaussian`: "authors" (their float32 arithmetic, default) or "exact" (float64, peak = alpha).
@@ -359,7 +365,14 @@ def load(
     if gaussian not in GAUSSIAN_NUMERICS:
         raise FalipError(f"unknown gaussian numerics {gaussian!r}; choose one of {', '.join(GAUSSIAN_NUMERICS)}")
     loaded = load_checkpoint("toy" if name_or_path is None else str(name_or_path), tokenizer)
+    if image_size is not None:
+        try:
+            resize_positions(loaded.model.visual, checks.count("image_size", image_size))
+        except ValueError as exc:
+            raise FalipError(str(exc)) from None
     size = loaded.model.cfg.vision.image_size
+    if preprocess == "checkpoint":
+        preprocess = loaded.resize_mode or "crop"
     preprocessing = Preprocessing(size, preprocess, loaded.mean or OPENAI_MEAN, loaded.std or OPENAI_STD)
     model = FalipModel(loaded.model, preprocessing, loaded.tokenizer, loaded.name, box_rule, gaussian, chunk_size)
     return model.to(device, _dtype(dtype))

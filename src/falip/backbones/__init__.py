@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import FalipError
-from . import hf, openai, toy
+from . import hf, open_clip, openai, toy
 from .base import CheckpointFormat, LoadedCheckpoint, build_backbone
 from .clip import ClipBackbone, ClipConfig, TextConfig, VisionConfig
 from .tokenizer import ClipTokenizer, tokenizer_from_bpe, tokenizer_from_pretrained
@@ -13,6 +13,7 @@ from .tokenizer import ClipTokenizer, tokenizer_from_bpe, tokenizer_from_pretrai
 FORMATS: list[CheckpointFormat] = [
     CheckpointFormat("toy", toy.can_load, toy.load),
     CheckpointFormat("openai", openai.can_load, openai.load),
+    CheckpointFormat("open_clip", open_clip.can_load, open_clip.load),
     CheckpointFormat("huggingface", hf.can_load, hf.load),  # last: it also takes hub ids
 ]
 
@@ -40,8 +41,8 @@ def load_checkpoint(spec: str, tokenizer: str | None = None) -> LoadedCheckpoint
             break
     else:
         raise FalipError(
-            f"no CLIP checkpoint at {spec!r}: expected a Hugging Face directory with config.json, "
-            f"a hub id, or an OpenAI-format file ({', '.join(openai.SUFFIXES)})"
+            f"no CLIP checkpoint at {spec!r}: expected a Hugging Face directory with config.json, an open_clip "
+            f"directory with {open_clip.CONFIG}, a hub id, or an OpenAI-format file ({', '.join(openai.SUFFIXES)})"
         )
     if tokenizer is not None:
         loaded.tokenizer = tokenizer_from_pretrained(tokenizer, loaded.model.cfg.text.context_length)

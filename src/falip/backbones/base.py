@@ -19,6 +19,7 @@ class LoadedCheckpoint:
     name: str
     mean: Optional[tuple[float, float, float]] = None  # None: OpenAI's statistics
     std: Optional[tuple[float, float, float]] = None
+    resize_mode: Optional[str] = None  # the checkpoint's own preprocessing ("squash", "crop", "pad"), if it says
 
 
 @dataclass(frozen=True)

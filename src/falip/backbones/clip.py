@@ -262,3 +262,21 @@ class ClipBackbone(nn.Module):
                 else:
                     param.normal_(0.0, std if param.dim() > 1 else 1.0, generator=gen)
         return self
+
+
+@torch.no_grad()
+def resize_positions(visual: VisionTransformer, image_size: int) -> None:
+    """Run the tower at another input size: the patch position embeddings are interpolated
+    bicubically from the trained grid to the new one ([CLS]'s stays), as the FALIP authors' code
+    does for its `expand_position_embedding` option; the config follows."""
+    cfg = visual.cfg
+    if image_size == cfg.image_size:
+        return
+    if image_size % cfg.patch_size:
+        raise ValueError(f"image size {image_size} is not a multiple of the patch size {cfg.patch_size}")
+    old, new = cfg.grid, image_size // cfg.patch_size
+    table = visual.positional_embedding
+    grid = table[1:].t().reshape(1, cfg.width, old, old).float()
+    resized = F.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False).reshape(cfg.width, new * new).t()
+    visual.positional_embedding = nn.Parameter(torch.cat([table[:1], resized.to(table.dtype)]))
+    cfg.image_size = image_size

@@ -163,3 +163,35 @@ def test_cli_subtract_alone_means_500_negatives_and_pasta_options_reach_the_run(
     assert ten.exit_code == 0 and json.loads((tmp_path / "b" / "config.json").read_text())["subtract"] == 10
     bad = runner.invoke(cli, args[:7] + ["--pasta-heads", "12:0", "--out", str(tmp_path / "c"), "--quiet"])
     assert isinstance(bad.exception, FalipError) and "does not exist" in str(bad.exception)
+
+
+def test_torchrun_with_two_processes_equals_one_process_and_resumes(tmp_path):
+    import subprocess
+    import sys
+
+    args = ["eval", "rec", "scenes", "--count", "5", "--method", "plain,falip", "--quiet"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "falip"]
+    single = CliRunner().invoke(cli, args + ["--out", str(tmp_path / "single")])
+    assert single.exit_code == 0, single.output
+    two = subprocess.run(torchrun + args + ["--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr
+    for name in ("results.jsonl", "summary.json", "summary.md"):
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "single" / name).read_bytes(), name
+    import re
+
+    counts = dict(re.findall(r"rank (\d) of 2: (\d+) images", two.stderr))
+    assert counts == {"0": "3", "1": "2"}, two.stderr  # five scenes: every other one per rank
+    assert two.stdout.count("| system |") == 1  # the table, once
+    assert not list((tmp_path / "two").glob("results.rank*"))
+
+    # an interrupted sharded run: some records in each rank's file, nothing merged yet
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    (resumed / "config.json").write_bytes((tmp_path / "single" / "config.json").read_bytes())
+    lines = (tmp_path / "single" / "results.jsonl").read_text().splitlines()
+    (resumed / "results.rank0.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    (resumed / "results.rank1.jsonl").write_text("\n".join(lines[4:6]) + "\n" + lines[6][:10])  # and a line cut short
+    again = subprocess.run(torchrun + args + ["--out", str(resumed)], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert (resumed / "results.jsonl").read_bytes() == (tmp_path / "single" / "results.jsonl").read_bytes()
+    assert (resumed / "summary.json").read_bytes() == (tmp_path / "single" / "summary.json").read_bytes()

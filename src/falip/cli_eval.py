@@ -67,8 +67,13 @@ def _data_options(**given) -> dict:
 
 
 def _report(summary: dict, out: str) -> None:
+    """The summary table, printed once (by rank 0 under torchrun)."""
+    import os
+
     from .evaluation.summary import markdown
 
+    if os.environ.get("RANK", "0") != "0":
+        return
     click.echo(markdown(summary), nl=False)
     click.echo(f"results: {Path(out) / 'results.jsonl'}; summary: {Path(out) / 'summary.md'} (.csv, .json)")
     skipped = Path(out) / "skipped.json"

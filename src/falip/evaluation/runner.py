@@ -11,6 +11,8 @@ authors). Region classification: one region per image, class features from promp
 
 from __future__ import annotations
 
+import json
+import sys
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ from ..errors import FalipError
 from ..tasks.classify import TEMPLATE_SETS, class_features, resolve_templates, top_k
 from ..tasks.methods import TEMPLATE, get_method, region_features, text_features
 from ..tasks.rec import NegativeSampler, ensemble, iou
+from .distributed import Shard, barrier, current, gather, signal_failure
 from .store import ResultStore
 from .summary import write_summary
 
@@ -137,6 +140,27 @@ def _hits(scores: torch.Tensor, boxes: Sequence, gold: Sequence, threshold: floa
     return int(scores.argmax()), sum(right) / len(right)
 
 
+def _device_of(models: dict) -> str:
+    return next(iter(models.values())).device.type if models else "cpu"
+
+
+def _announce(shard: Shard, count: int, what: str) -> None:
+    if shard.world > 1:
+        print(f"rank {shard.rank} of {shard.world}: {count} {what}", file=sys.stderr, flush=True)
+
+
+def _finish(store: ResultStore, order: list[str], out: Path, skipped: Sequence[str]) -> dict:
+    """Merge every rank's records (rank 0), write the summary once, and return it on every rank."""
+    records = store.finish(order)
+    every_skip = gather(store.shard, list(skipped))
+    if store.shard.main:
+        summary = write_summary(out, records, every_skip)
+    barrier(store.shard)
+    if not store.shard.main:
+        summary = json.loads((Path(out) / "summary.json").read_text())
+    return summary
+
+
 def negative_seed(seed: int, key: str) -> int:
     """The seed of an expression's negatives: the run's seed plus a hash of the expression's key."""
     return seed + zlib.crc32(key.encode())
@@ -148,57 +172,66 @@ def run_rec(models: dict, images: Sequence[RecImage], config: RunConfig, out: Pa
     _check_methods(config.methods)
     _check_options(models, config)
     limit = checks.optional_count("limit", limit)
-    store = ResultStore(out, asdict(config), overwrite)
+    shard = current(_device_of(models))
+    store = ResultStore(out, asdict(config), overwrite, shard)
     try:
         done = store.done
         todo = [e for item in images for e in item.expressions][:limit]
+        mine = [item for index, item in enumerate(images) if shard.mine(index)]
+        mine_keys = {e.key for item in mine for e in item.expressions}
         wanted = {e.key for e in todo} - done
-        skipped = Skipped(getattr(images, "skipped", []))
+        skipped = Skipped(getattr(images, "skipped", []) if shard.main else [])
         texts = _TextCache(config.template)
         pools: dict[tuple, torch.Tensor] = {}
         sampler = NegativeSampler([e.text for item in images for e in item.expressions]) if config.subtract and wanted else None
-        bar = tqdm(total=len(todo), initial=len(todo) - len(wanted), desc="expressions", disable=not progress, unit="expr")
-        for item in images:
-            exprs = [e for e in item.expressions if e.key in wanted]
-            if not exprs:
-                continue
-            try:
-                if not item.boxes:
-                    raise FalipError("no candidate boxes")
-                image = read_image(item.image)
-                own = [e.text for e in item.expressions]
-                negatives = [sampler.sample(own, config.subtract, negative_seed(config.seed, e.key)) for e in exprs] if sampler else None
-                all_scores = {}
-                for name, model in models.items():
-                    scale = model.backbone.logit_scale.float().exp().item()
-                    for method in config.methods:
-                        feats = region_features(model, image, item.boxes, method, **config.method_options())
-                        scores = scale * feats @ texts(name, model, method, [e.text for e in exprs]).T  # (R, E)
-                        if negatives:
-                            pool_key = (name, get_method(method).text)
-                            if pool_key not in pools:  # (P, D): every distinct expression, encoded once per model and text rewrite
-                                pools[pool_key] = texts(name, model, method, sampler.texts, progress=progress)
-                            pool = pools[pool_key]
-                            mean_negative = torch.stack([pool[torch.as_tensor(n)].mean(0) for n in negatives])  # (E, D)
-                            scores = scores - scale * feats @ mean_negative.T
-                        all_scores[f"{name}:{method}"] = scores
-            except FalipError as exc:  # a bad image or box: this image is left out, named, and counted
-                skipped.add(f"image {item.key} ({item.image if not callable(item.image) else 'generated'}): {exc}")
-                bar.update(len(exprs))
-                continue
-            if config.ensemble:
-                all_scores["ensemble"] = ensemble(list(all_scores.values()), config.ensemble)
-            records = []
-            for j, expr in enumerate(exprs):
-                results = {}
-                for system, scores in all_scores.items():
-                    pred, correct = _hits(scores[:, j], item.boxes, expr.gold, config.iou)
-                    results[system] = {"pred": pred, "correct": correct}
-                records.append({"key": expr.key, "image": item.key, "text": expr.text, "results": results})
-            store.add(records)
-            bar.update(len(records))
+        _announce(shard, len(mine), "images")
+        total = sum(1 for e in todo if e.key in mine_keys)
+        bar = tqdm(total=total, initial=total - len(wanted & mine_keys), desc="expressions", disable=not progress, unit="expr")
+        try:
+            for item in mine:
+                exprs = [e for e in item.expressions if e.key in wanted]
+                if not exprs:
+                    continue
+                try:
+                    if not item.boxes:
+                        raise FalipError("no candidate boxes")
+                    image = read_image(item.image)
+                    own = [e.text for e in item.expressions]
+                    negatives = [sampler.sample(own, config.subtract, negative_seed(config.seed, e.key)) for e in exprs] if sampler else None
+                    all_scores = {}
+                    for name, model in models.items():
+                        scale = model.backbone.logit_scale.float().exp().item()
+                        for method in config.methods:
+                            feats = region_features(model, image, item.boxes, method, **config.method_options())
+                            scores = scale * feats @ texts(name, model, method, [e.text for e in exprs]).T  # (R, E)
+                            if negatives:
+                                pool_key = (name, get_method(method).text)
+                                if pool_key not in pools:  # (P, D): every distinct expression, encoded once per model and text rewrite
+                                    pools[pool_key] = texts(name, model, method, sampler.texts, progress=progress)
+                                pool = pools[pool_key]
+                                mean_negative = torch.stack([pool[torch.as_tensor(n)].mean(0) for n in negatives])  # (E, D)
+                                scores = scores - scale * feats @ mean_negative.T
+                            all_scores[f"{name}:{method}"] = scores
+                except FalipError as exc:  # a bad image or box: this image is left out, named, and counted
+                    skipped.add(f"image {item.key} ({item.image if not callable(item.image) else 'generated'}): {exc}")
+                    bar.update(len(exprs))
+                    continue
+                if config.ensemble:
+                    all_scores["ensemble"] = ensemble(list(all_scores.values()), config.ensemble)
+                records = []
+                for j, expr in enumerate(exprs):
+                    results = {}
+                    for system, scores in all_scores.items():
+                        pred, correct = _hits(scores[:, j], item.boxes, expr.gold, config.iou)
+                        results[system] = {"pred": pred, "correct": correct}
+                    records.append({"key": expr.key, "image": item.key, "text": expr.text, "results": results})
+                store.add(records)
+                bar.update(len(records))
+        except BaseException:
+            signal_failure(shard)
+            raise
         bar.close()
-        return write_summary(out, store.records, skipped)
+        return _finish(store, [e.key for item in images for e in item.expressions], out, skipped)
     finally:
         store.close()
 
@@ -210,31 +243,37 @@ def run_cls(models: dict, data: ClsDataset, config: RunConfig, out: Path, *, lim
     _check_options(models, config)
     limit = checks.optional_count("limit", limit)
     resolve_templates(config.templates)
-    store = ResultStore(out, asdict(config), overwrite)
+    shard = current(_device_of(models))
+    store = ResultStore(out, asdict(config), overwrite, shard)
     try:
         done = store.done
-        examples = [e for e in data.examples[:limit] if e.key not in done]
+        examples = [e for index, e in enumerate(data.examples[:limit]) if e.key not in done and shard.mine(index)]
         classes = {
             (name, method): class_features(model, data.classes, config.templates, method)
             for name, model in models.items()
             for method in config.methods
         }
-        skipped = Skipped(data.skipped)
-        for example in tqdm(examples, desc="images", disable=not progress, unit="img"):
-            results = {}
-            try:
-                image = read_image(example.image)
-                region = example.load_region()
-                for name, model in models.items():
-                    for method in config.methods:
-                        feats = region_features(model, image, [region], method, **config.method_options())
-                        scores = feats @ classes[(name, method)].T
-                        hits = top_k(scores, [example.label])
-                        results[f"{name}:{method}"] = {"pred": int(scores.argmax()), "top1": bool(hits[1][0]), "top5": bool(hits[5][0])}
-            except FalipError as exc:  # a bad image, box or mask: this example is left out, named, and counted
-                skipped.add(f"example {example.key} ({example.image if not callable(example.image) else 'generated'}): {exc}")
-                continue
-            store.add([{"key": example.key, "label": example.label, "group": example.group, "results": results}])
-        return write_summary(out, store.records, skipped)
+        skipped = Skipped(data.skipped if shard.main else [])
+        _announce(shard, len(examples), "examples")
+        try:
+            for example in tqdm(examples, desc="images", disable=not progress, unit="img"):
+                results = {}
+                try:
+                    image = read_image(example.image)
+                    region = example.load_region()
+                    for name, model in models.items():
+                        for method in config.methods:
+                            feats = region_features(model, image, [region], method, **config.method_options())
+                            scores = feats @ classes[(name, method)].T
+                            hits = top_k(scores, [example.label])
+                            results[f"{name}:{method}"] = {"pred": int(scores.argmax()), "top1": bool(hits[1][0]), "top5": bool(hits[5][0])}
+                except FalipError as exc:  # a bad image, box or mask: this example is left out, named, and counted
+                    skipped.add(f"example {example.key} ({example.image if not callable(example.image) else 'generated'}): {exc}")
+                    continue
+                store.add([{"key": example.key, "label": example.label, "group": example.group, "results": results}])
+        except BaseException:
+            signal_failure(shard)
+            raise
+        return _finish(store, [e.key for e in data.examples], out, skipped)
     finally:
         store.close()

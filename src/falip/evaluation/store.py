@@ -20,6 +20,7 @@ import socket
 from pathlib import Path
 
 from ..errors import FalipError
+from .distributed import Shard, all_ok, barrier
 
 RESULTS = "results.jsonl"
 CONFIG = "config.json"
@@ -39,18 +40,38 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 class ResultStore:
-    def __init__(self, folder: Path, config: dict, overwrite: bool = False):
+    def __init__(self, folder: Path, config: dict, overwrite: bool = False, shard: Shard = Shard()):
         self.folder = Path(folder)
+        self.shard = shard
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise FalipError(f"cannot create the output folder {self.folder}: {exc.strerror or exc}") from None
-        self._lock = self._take_lock()
-        self.path = self.folder / RESULTS
+        self._lock = None
+        self.path = self.folder / (RESULTS if shard.world == 1 else f"results.rank{shard.rank}.jsonl")
+        problem = None
+        try:
+            self._lock = self._take_lock()
+            if shard.main:
+                self._check_config(config, overwrite)
+        except FalipError as exc:
+            problem = exc
+        if not all_ok(shard, problem is None):
+            self.close()
+            raise problem or FalipError(f"another rank of this run stopped before starting ({self.folder}): see its error")
+        barrier(shard)  # rank 0 has checked and written config.json
+        if not shard.main and json.loads((self.folder / CONFIG).read_text()) != config:
+            raise FalipError(f"rank {shard.rank} was started with other settings than rank 0")
+        self.dropped = 0  # damaged or repeated lines dropped from this rank's file on opening
+        self.records = self._read(self.path, rewrite=True)
+        self.others = [r for path in self._all_files() if path != self.path for r in self._read(path)]
+
+    def _check_config(self, config: dict, overwrite: bool) -> None:
         config_path = self.folder / CONFIG
         if overwrite:
-            self.path.unlink(missing_ok=True)
-        elif config_path.is_file() and self.path.is_file():
+            for path in self._all_files():
+                path.unlink(missing_ok=True)
+        elif config_path.is_file() and any(p.is_file() for p in self._all_files()):
             try:
                 saved = json.loads(config_path.read_text())
             except (json.JSONDecodeError, UnicodeDecodeError):
@@ -62,14 +83,16 @@ class ResultStore:
                     "use another --out, or --overwrite to start again"
                 )
         write_atomic(config_path, json.dumps(config, indent=2) + "\n")
-        self.dropped = 0  # damaged or repeated lines dropped from the file on opening
-        self.records = self._read()
+
+    def _all_files(self) -> list[Path]:
+        """The merged results and every rank's, that exist."""
+        return [p for p in [self.folder / RESULTS, *sorted(self.folder.glob("results.rank*.jsonl"))] if p.is_file()]
 
     def _take_lock(self):
-        """Hold `results.lock` for this process, or say who holds it."""
+        """Hold this rank's lock file for this process, or say who holds it."""
         import fcntl
 
-        path = self.folder / LOCK
+        path = self.folder / (LOCK if self.shard.main else f"results.rank{self.shard.rank}.lock")
         try:
             handle = open(path, "a+")
         except OSError as exc:
@@ -92,11 +115,15 @@ class ResultStore:
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+            if not self.shard.main:
+                (self.folder / f"results.rank{self.shard.rank}.lock").unlink(missing_ok=True)
 
-    def _read(self) -> list[dict]:
-        if not self.path.is_file():
+    def _read(self, path: Path, rewrite: bool = False) -> list[dict]:
+        """A results file's records; damaged and repeated lines dropped (and, with `rewrite`, removed
+        from the file)."""
+        if not path.is_file():
             return []
-        lines = self.path.read_text().splitlines()
+        lines = path.read_text().splitlines()
         records, seen, kept = [], set(), []
         for line in lines:
             try:
@@ -108,14 +135,35 @@ class ResultStore:
             seen.add(record["key"])
             records.append(record)
             kept.append(line)
-        self.dropped = len(lines) - len(kept)
-        if self.dropped:
-            write_atomic(self.path, "".join(line + "\n" for line in kept))
+        if rewrite and len(kept) < len(lines):
+            self.dropped = len(lines) - len(kept)
+            write_atomic(path, "".join(line + "\n" for line in kept))
         return records
+
+    def finish(self, order: list[str], ok: bool = True) -> list[dict]:
+        """Every rank's records, merged by rank 0 into `results.jsonl` in `order` (the data set's
+        order of keys); the per-rank files go. Every rank waits for the merge; if any rank failed,
+        all stop."""
+        if not all_ok(self.shard, ok):
+            raise FalipError("another rank of this run failed: see its error; rerun to resume")
+        barrier(self.shard)
+        main = self.folder / RESULTS
+        if self.shard.main:
+            merged: dict[str, dict] = {}
+            for path in self._all_files():
+                for record in self._read(path):
+                    merged.setdefault(record["key"], record)
+            rank = {key: i for i, key in enumerate(order)}
+            records = sorted(merged.values(), key=lambda r: rank.get(r["key"], len(rank)))
+            write_atomic(main, "".join(json.dumps(r) + "\n" for r in records))
+            for path in self.folder.glob("results.rank*.jsonl"):
+                path.unlink()
+        barrier(self.shard)
+        return self._read(main)
 
     @property
     def done(self) -> set[str]:
-        return {r["key"] for r in self.records}
+        return {r["key"] for r in self.records} | {r["key"] for r in self.others}
 
     def add(self, records: list[dict]) -> None:
         done = self.done

@@ -237,6 +237,28 @@ def check_reference(folder, gaussian) -> None:
         sys.exit(1)
 
 
+@cli.command()
+@click.option("--model", "-m", "model_name", default="toy", show_default=True, help="Checkpoint (hub id, folder, OpenAI file, or the embedded toy).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=int, default=7860, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+def serve(model_name, host, port, device) -> None:
+    """FALIP in the browser: upload a photo, draw boxes, type what to look for."""
+    from .model import load
+    from .web import TOY_NOTE, make_server
+
+    model = load(model_name, device)
+    server = make_server(model, host, port)
+    click.echo(f"model: {TOY_NOTE if model.name == 'toy' else model.name}")
+    click.echo(f"serving on http://{host}:{server.server_address[1]}/ (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 from .cli_eval import eval_group  # noqa: E402  (after `cli`, which it joins)
 from .cli_heads import explain_command, heads_group  # noqa: E402
 from .cli_reproduce import reproduce  # noqa: E402

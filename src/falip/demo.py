@@ -55,7 +55,7 @@ def cls_attention_grid(model: FalipModel, pixels: torch.Tensor, row: Optional[to
     return probs[0].float().mean(0)[1:].reshape(grid, grid).numpy()
 
 
-def _heat(image: Image.Image, grid: np.ndarray, scale: float) -> Image.Image:
+def heat_overlay(image: Image.Image, grid: np.ndarray, scale: float) -> Image.Image:
     """The image under a heat map of `grid` (same colour scale for both panels)."""
     g = np.clip(grid / scale, 0, 1)
     up = np.asarray(Image.fromarray((g * 255).astype(np.uint8)).resize(image.size, Image.BILINEAR), np.float32) / 255
@@ -65,7 +65,7 @@ def _heat(image: Image.Image, grid: np.ndarray, scale: float) -> Image.Image:
     return Image.fromarray(np.clip(base * (1 - weight) + colour * weight, 0, 255).astype(np.uint8))
 
 
-def _boxes_panel(image: Image.Image, boxes, scores, labels, best: int, scale: float, expected: Optional[int]) -> Image.Image:
+def boxes_panel(image: Image.Image, boxes, scores, labels, best: int, scale: float, expected: Optional[int]) -> Image.Image:
     panel = image.copy()
     draw = ImageDraw.Draw(panel)
     for i, (box, score, label) in enumerate(zip(boxes, scores, labels)):
@@ -143,7 +143,7 @@ def run_demo(
     shown = picture.resize((round(picture.width * scale), round(picture.height * scale)), Image.NEAREST)
     xyxy = [to_xyxy(b, box_format) for b in boxes]
     top = max(plain.max(), focused.max())
-    panels = [_boxes_panel(shown, xyxy, scores, names, best, scale, expected), _heat(shown, plain, top), _heat(shown, focused, top)]
+    panels = [boxes_panel(shown, xyxy, scores, names, best, scale, expected), heat_overlay(shown, plain, top), heat_overlay(shown, focused, top)]
     titles = [f"{text!r}: best box green" + (", expected yellow" if expected is not None else ""), f"[CLS] attention, plain CLIP: {100 * share[0]:.0f}% in the box",
               f"with FALIP on the green box: {100 * share[1]:.0f}% in the box"]
     sheet = Image.new("RGB", (3 * shown.width + 20, shown.height + 28), (255, 255, 255))

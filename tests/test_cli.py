@@ -108,3 +108,14 @@ def test_unleash_bench_smoke():
     row = bench.run_unleash_workload(3, images=1, vision=small, repeats=1)
     assert row.regions == 3 and row.prompt > 0 and row.unleash > 0 and row.cost == row.prompt / row.unleash
     assert "unleash costs" in bench.format_unleash_row(row, small)
+
+
+def test_eval_bench_smoke():
+    from falip import bench
+    from falip.backbones.clip import TextConfig, VisionConfig
+
+    small = VisionConfig(width=64, layers=6, heads=2, patch_size=16, image_size=64, mlp_dim=128, output_dim=32)
+    text = TextConfig(width=32, layers=1, heads=1, context_length=16, vocab_size=600, mlp_dim=64, output_dim=32)
+    row = bench.run_eval_workload(2, 3, small, text, repeats=1)
+    assert row.expressions == 15 and row.eval_rate > 0 and row.compute_rate > 0  # 7 + 8 expressions
+    assert row.share == row.eval_rate / row.compute_rate and "% of the compute alone" in bench.format_eval_row(row, 3, 2)

@@ -88,7 +88,8 @@ def score(image, model_name, boxes, masks, texts, box_format, alpha, sigma, laye
 @click.option("--rec", "rec_expressions", default=None, help="Instead: a RefCOCO-shaped workload; comma-separated expressions per image, e.g. 8,7.")
 @click.option("--boxes", default=10, show_default=True, help="With --rec: boxes per image.")
 @click.option("--unleash", is_flag=True, help="Instead: the cost of <prompt>+unleash per region against the prompt alone.")
-def bench(regions, images, repeats, threads, small, rec_expressions, boxes, unleash) -> None:
+@click.option("--eval", "eval_run", is_flag=True, help="Instead: `falip eval rec` end to end against the compute alone.")
+def bench(regions, images, repeats, threads, small, rec_expressions, boxes, unleash, eval_run) -> None:
     """Regions/s: the authors' approach vs a batched forward vs this engine (or, with --rec,
     expressions/s on a referring-expression workload)."""
     import torch
@@ -106,6 +107,11 @@ def bench(regions, images, repeats, threads, small, rec_expressions, boxes, unle
         click.echo(f"ViT {vision.layers}x{vision.width} patch {vision.patch_size} @ {vision.image_size}px, text {text.layers}x{text.width} "
                    f"(random weights), torch {torch.__version__}, {torch.get_num_threads()} threads")
         click.echo(bench_mod.format_rec_row(row, boxes, len(counts)))
+        return
+    if eval_run:
+        text = TextConfig(width=32, layers=1, heads=1, context_length=16, vocab_size=600, mlp_dim=64, output_dim=32) if small else bench_mod.CLIP_B16_TEXT
+        count = max(images, 4)
+        click.echo(bench_mod.format_eval_row(bench_mod.run_eval_workload(count, boxes, vision, text, repeats=repeats), boxes, count))
         return
     counts = [int(v) for v in _floats(regions, "--regions")]
     if unleash:

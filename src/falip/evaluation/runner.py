@@ -144,6 +144,21 @@ def _device_of(models: dict) -> str:
     return next(iter(models.values())).device.type if models else "cpu"
 
 
+def prefetch(items: Sequence, load, depth: int = 2):
+    """(item, future of `load(item)`) pairs, the next `depth` items' loads running in a thread while
+    the current one computes (decoding images overlaps the model's work); a load's error comes out of
+    `future.result()`, where the caller handles it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="falip-prefetch") as pool:
+        futures = [pool.submit(load, item) for item in items[:depth]]
+        for index, item in enumerate(items):
+            if index + depth < len(items):
+                futures.append(pool.submit(load, items[index + depth]))
+            yield item, futures[index]
+            futures[index] = None  # let the image go
+
+
 def _announce(shard: Shard, count: int, what: str) -> None:
     if shard.world > 1:
         print(f"rank {shard.rank} of {shard.world}: {count} {what}", file=sys.stderr, flush=True)
@@ -188,14 +203,13 @@ def run_rec(models: dict, images: Sequence[RecImage], config: RunConfig, out: Pa
         total = sum(1 for e in todo if e.key in mine_keys)
         bar = tqdm(total=total, initial=total - len(wanted & mine_keys), desc="expressions", disable=not progress, unit="expr")
         try:
-            for item in mine:
+            todo_images = [item for item in mine if any(e.key in wanted for e in item.expressions)]
+            for item, loading in prefetch(todo_images, lambda it: read_image(it.image)):
                 exprs = [e for e in item.expressions if e.key in wanted]
-                if not exprs:
-                    continue
                 try:
                     if not item.boxes:
                         raise FalipError("no candidate boxes")
-                    image = read_image(item.image)
+                    image = loading.result()
                     own = [e.text for e in item.expressions]
                     negatives = [sampler.sample(own, config.subtract, negative_seed(config.seed, e.key)) for e in exprs] if sampler else None
                     all_scores = {}
@@ -256,10 +270,11 @@ def run_cls(models: dict, data: ClsDataset, config: RunConfig, out: Path, *, lim
         skipped = Skipped(data.skipped if shard.main else [])
         _announce(shard, len(examples), "examples")
         try:
-            for example in tqdm(examples, desc="images", disable=not progress, unit="img"):
+            loads = prefetch(examples, lambda ex: read_image(ex.image))
+            for example, loading in tqdm(loads, total=len(examples), desc="images", disable=not progress, unit="img"):
                 results = {}
                 try:
-                    image = read_image(example.image)
+                    image = loading.result()
                     region = example.load_region()
                     for name, model in models.items():
                         for method in config.methods:

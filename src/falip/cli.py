@@ -89,7 +89,8 @@ def score(image, model_name, boxes, masks, texts, box_format, alpha, sigma, laye
 @click.option("--boxes", default=10, show_default=True, help="With --rec: boxes per image.")
 @click.option("--unleash", is_flag=True, help="Instead: the cost of <prompt>+unleash per region against the prompt alone.")
 @click.option("--eval", "eval_run", is_flag=True, help="Instead: `falip eval rec` end to end against the compute alone.")
-def bench(regions, images, repeats, threads, small, rec_expressions, boxes, unleash, eval_run) -> None:
+@click.option("--siglip", is_flag=True, help="Instead: SigLIP with FALIP, one forward per region against the encoder shared per image.")
+def bench(regions, images, repeats, threads, small, rec_expressions, boxes, unleash, eval_run, siglip) -> None:
     """Regions/s: the authors' approach vs a batched forward vs this engine (or, with --rec,
     expressions/s on a referring-expression workload)."""
     import torch
@@ -114,6 +115,13 @@ def bench(regions, images, repeats, threads, small, rec_expressions, boxes, unle
         click.echo(bench_mod.format_eval_row(bench_mod.run_eval_workload(count, boxes, vision, text, repeats=repeats), boxes, count))
         return
     counts = [int(v) for v in _floats(regions, "--regions")]
+    if siglip:
+        shape = dict(width=64, layers=6, image_size=64) if small else {}
+        for count in counts:
+            alone, shared, diff = bench_mod.run_siglip_workload(count, repeats=repeats, **shape)
+            click.echo(f"SigLIP {'tiny' if small else 'B/16-shaped'}, {count} regions: one forward per region {alone:.2f} regions/s | "
+                       f"encoder shared, head per region {shared:.2f} regions/s | {shared / alone:.1f}x | largest feature difference {diff:.1e}")
+        return
     if unleash:
         for count in counts:
             click.echo(bench_mod.format_unleash_row(bench_mod.run_unleash_workload(count, images, vision, repeats), vision))

@@ -67,6 +67,7 @@ def explain(
 ) -> Explanation:
     """Arrays (and, with `out`, PNGs) explaining one box (`xywh`, original pixels) of one image.
     `head`: the (layer, head) of the head picture, 0-based; by default the head the first prompt moves most."""
+    model.needs_cls("falip explain")
     if not prompts:
         raise FalipError("give at least one pixel prompt")
     img = open_image(image)

@@ -60,7 +60,13 @@ class FalipModel:
         self.name = name
         self.box_rule = box_rule
         self.gaussian = gaussian
-        self.encoder = FovealEncoder(backbone.visual, checks.count("chunk_size", chunk_size))
+        chunk_size = checks.count("chunk_size", chunk_size)
+        if self.is_siglip:
+            from .backbones.siglip import SiglipRegionEncoder
+
+            self.encoder = SiglipRegionEncoder(backbone.visual, chunk_size)
+        else:
+            self.encoder = FovealEncoder(backbone.visual, chunk_size)
 
     def __repr__(self) -> str:
         v = self.backbone.cfg.vision
@@ -68,6 +74,16 @@ class FalipModel:
             f"FalipModel({self.name!r}, ViT {v.layers} layers x {v.width}, patch {v.patch_size}, "
             f"{v.image_size}px, preprocess={self.preprocessing.mode!r}, {self.dtype}, {self.device})"
         )
+
+    @property
+    def is_siglip(self) -> bool:
+        """A SigLIP: no [CLS] token; FALIP's bias goes on its attention-pooling query (see backbones.siglip)."""
+        return getattr(self.backbone, "kind", "clip") == "siglip"
+
+    def needs_cls(self, what: str) -> None:
+        """Methods built on the [CLS] token's residual stream are for CLIP ViTs only."""
+        if self.is_siglip:
+            raise FalipError(f"{what} works on a CLIP ViT's [CLS] token; {self.name or 'this model'} is a SigLIP, which has none")
 
     @property
     def device(self) -> torch.device:
@@ -154,6 +170,8 @@ class FalipModel:
             raise FalipError(f"unknown mask form {form!r}; choose one of {', '.join(MASK_FORMS)}")
         if operation != "bias" and operation not in OPERATIONS:
             raise FalipError(f"unknown attention operation {operation!r}; choose bias or one of {', '.join(OPERATIONS)}")
+        if operation != "bias":
+            self.needs_cls(f"the {operation} ablation")
         if operation != "bias" and form != "cls":
             raise FalipError(f"the {operation} ablation acts on the [CLS] row only; use form='cls'")
         checks.optional_count("chunk_size", chunk_size)
@@ -233,6 +251,7 @@ class FalipModel:
         """Table 5's two-stream features (R, D): `prompted` holds one edited copy of `image` per region
         (its RedCircle image); `mode` is "replace-v" (Fig. 7b) or "replace-qk" (Fig. 7c, which also
         puts the region's foveal bias, `alpha` and `sigma`, on the [CLS] row). See `falip.two_stream`."""
+        self.needs_cls(mode)
         if mode not in TWO_STREAM_MODES:
             raise FalipError(f"unknown two-stream mode {mode!r}; choose one of {', '.join(TWO_STREAM_MODES)}")
         regions = _region_list(regions)
@@ -259,6 +278,7 @@ class FalipModel:
     ) -> torch.Tensor:
         """PASTA features (R, D): attention to keys outside each region's tokens scaled by `scale` in
         the steered heads (`heads` as (layer, head) pairs, or every head of `layers`). See `falip.pasta`."""
+        self.needs_cls("PASTA")
         regions = _region_list(regions)
         img = open_image(image)
         # The region's tokens are those FALIP's bias covers; alpha only scales the values, so take 1.
@@ -284,6 +304,7 @@ class FalipModel:
         """Unleashed features (R, D) of R prompted copies of `image` (the paper's Eq. 6): each prompted
         feature with the heads' change `G' - G` added once more in `layers` (default: the last third,
         the last 4 of 12), or only for the (layer, head) pairs in `heads`. See `falip.unleash`."""
+        self.needs_cls("unleash")
         if not len(prompted):
             raise FalipError("no prompted image given")
         pixels = self.pixels(open_image(image)).to(self.device, self.dtype)
@@ -317,7 +338,9 @@ class FalipModel:
         """(R, T) logits: `exp(logit_scale)` x cosine of each region's FALIP feature with each text."""
         regions_f = torch.nn.functional.normalize(self.encode_regions(image, regions, **region_options).float(), dim=-1)
         texts_f = torch.nn.functional.normalize(self.encode_text(texts).float(), dim=-1)
-        return self.backbone.logit_scale.float().exp() * regions_f @ texts_f.t()
+        logits = self.backbone.logit_scale.float().exp() * regions_f @ texts_f.t()
+        bias = getattr(self.backbone, "logit_bias", None)  # SigLIP's
+        return logits if bias is None else logits + bias.float()
 
 
 def _region_list(regions) -> list:

@@ -161,8 +161,13 @@ def load(spec: str) -> LoadedCheckpoint:
         hf_config = AutoConfig.from_pretrained(spec, local_files_only=local_only)
     except Exception as exc:  # OSError when offline or missing, ValueError for unknown model types
         raise FalipError(f"cannot load {spec!r} as a Hugging Face CLIP checkpoint: {first_line(exc)}") from None
+    if hf_config.model_type == "siglip":
+        return _load_siglip(spec, hf_config, local_only)
+    if hf_config.model_type == "siglip2":
+        raise FalipError(f"{spec!r} is a SigLIP 2 NaFlex (variable-resolution) model, which falip does not support; "
+                         "its fixed-resolution checkpoints load as SigLIP")
     if hf_config.model_type != "clip":
-        raise FalipError(f"{spec!r} is a {hf_config.model_type!r} model, not a CLIP (`CLIPModel`) checkpoint")
+        raise FalipError(f"{spec!r} is a {hf_config.model_type!r} model, not a CLIP (`CLIPModel`) or SigLIP checkpoint")
     from transformers.utils import logging as hf_logging
 
     quiet = Path(spec).is_dir() and hf_logging.is_progress_bar_enabled()  # no bar for a local folder
@@ -185,3 +190,26 @@ def load(spec: str) -> LoadedCheckpoint:
         tok = None  # transformers hands back an empty vocabulary for a folder without tokenizer files
     mean, std = _image_stats(spec, local_only)
     return LoadedCheckpoint(model=model, tokenizer=tok, name=spec, mean=mean, std=std)
+
+
+def _load_siglip(spec: str, hf_config, local_only: bool) -> LoadedCheckpoint:
+    """A `SiglipModel` checkpoint: its weights into falip's explicit SigLIP, its own tokenizer
+    (padding to the full length, as SigLIP was trained) and image statistics."""
+    from transformers import AutoTokenizer, SiglipModel
+
+    from . import siglip
+
+    try:
+        hf_model = SiglipModel.from_pretrained(spec, config=hf_config, dtype=torch.float32, local_files_only=local_only)
+    except Exception as exc:  # corrupt or missing weight files
+        raise FalipError(f"cannot read the weights of {spec!r}: {first_line(exc)}") from None
+    model = siglip.build(hf_config, hf_model.state_dict(), spec)
+    try:
+        hf_tok = AutoTokenizer.from_pretrained(spec, local_files_only=local_only)
+        tok = ClipTokenizer(hf_tok, model.cfg.text.context_length, pad_id=hf_tok.pad_token_id or 0)
+    except Exception:  # no tokenizer files (or sentencepiece missing for SigLIP's): text needs `tokenizer=`
+        tok = None
+    if tok is not None and not tok.tells_apart():
+        tok = None
+    mean, std = _image_stats(spec, local_only)
+    return LoadedCheckpoint(model=model, tokenizer=tok, name=spec, mean=mean, std=std, resize_mode="squash")

@@ -45,6 +45,7 @@ def rank_heads(model, sets: Iterable[RegionSet], prompt: str, out: Path, *, conf
                overwrite: bool = False, progress: bool = True) -> np.ndarray:
     """Mean `||G' - G||` per (layer, head) over every region, as an (L, H) array; writes
     `out/results.jsonl` (resumable) and `out/heads.csv`."""
+    model.needs_cls("falip heads rank")
     draw = get_visual_prompt(prompt)
     limit = checks.optional_count("limit", limit)
     store = ResultStore(out, config, overwrite)

@@ -127,7 +127,7 @@ def view_attention(model, depth: np.ndarray, *, input_mode: str = "pointclip", a
     prep = model.preprocessing
     pixels = view_pixels(depth, prep.size, input_mode, prep.mean, prep.std)
     regions = view_regions(depth, prep.size, "box")
-    keep = [i for i, r in enumerate(regions) if r is not None]
+    keep = [i for i, r in enumerate(regions) if r is not None] if not model.is_siglip else []  # SigLIP: no [CLS] to look at
     grid = model.backbone.cfg.vision.grid
     if not keep:
         empty = np.zeros((0, grid, grid))

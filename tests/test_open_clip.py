@@ -124,3 +124,22 @@ def test_another_input_size_interpolates_the_positions_and_the_grid_follows(hf_d
     assert feats.shape == (1, 16) and not torch.allclose(feats, big.encode_image(image), atol=1e-4)
     with pytest.raises(FalipError, match="not a multiple of the patch size"):
         falip.load(hf_dir, image_size=50)
+
+
+def test_a_b16_shaped_model_runs_at_336_pixels_on_a_21_by_21_grid(tmp_path):
+    from transformers import CLIPConfig, CLIPModel
+
+    from conftest import byte_vocab
+
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=520,
+                max_position_embeddings=16, bos_token_id=512, eos_token_id=513, pad_token_id=513)
+    vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, image_size=224, patch_size=16)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(tmp_path / "b16")
+    model = falip.load(tmp_path / "b16", image_size=336)
+    assert (model.backbone.cfg.vision.grid, model.backbone.cfg.vision.num_tokens, model.preprocessing.size) == (21, 442, 336)
+    image = np.random.default_rng(0).integers(0, 255, size=(480, 640, 3), dtype=np.uint8)
+    box = [320, 240, 320, 240]  # the bottom-right quarter
+    row = model.region_rows((640, 480), [box])[0, 1:].reshape(21, 21)
+    rows, cols = torch.nonzero(row > 0, as_tuple=True)
+    assert (rows.min().item(), rows.max().item(), cols.min().item(), cols.max().item()) == (10, 20, 10, 20)
+    assert model.encode_regions(image, [box]).shape == (1, 16)

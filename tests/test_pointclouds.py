@@ -222,3 +222,29 @@ def test_eval_pointcloud_on_the_real_sample_resumes_and_refuses_to_search_on_the
     assert isinstance(bad.exception, FalipError) and "validation split" in str(bad.exception)
     wrong = CliRunner().invoke(cli, args[:8] + ["red_circle", "--out", str(tmp_path / "c")])
     assert isinstance(wrong.exception, FalipError) and "point clouds take the methods" in str(wrong.exception)
+
+
+def test_pointclip_v2_realistic_projection():
+    from falip.projection import realistic_maps
+    from falip.tasks.pointcloud import cloud_views
+
+    maps, foreground = realistic_maps(np.zeros((5, 3)))  # one point, five times
+    assert maps.shape == (10, 110, 110) and foreground.shape == maps.shape  # 112 cells, 7 x 7 max filter padded by 2
+    for view, mask in zip(maps, foreground):
+        assert mask.sum() == 81  # one cell, densified to 7 x 7, smoothed by a 3 x 3 Gaussian: 9 x 9
+        assert view.min() == 0.0 and (view[~mask] == 1.0).all() and (view[mask] < 1).all()
+    maps, foreground = cloud_views(sphere(0.8, 4000), "realistic")
+    assert all(m.sum() > 500 for m in foreground) and (maps[~foreground] == 1.0).all()
+    depth, mask = cloud_views(sphere(0.8, 4000))
+    assert depth.shape == (6, 128, 128) and np.array_equal(mask, depth > 0)
+    with pytest.raises(FalipError, match="unknown projection"):
+        cloud_views(sphere(0.8, 10), "mesh")
+
+
+def test_eval_pointcloud_with_the_realistic_projection(sample, tmp_path):
+    args = ["eval", "pointcloud", "modelnet40", "--root", str(sample), "--split", "sample", "--method", "plain,falip",
+            "--projection", "realistic", "--out", str(tmp_path), "--limit", "2", "--quiet"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "config.json").read_text())["cloud_projection"] == "realistic"
+    assert json.loads((tmp_path / "summary.json").read_text())["toy:falip"]["top1"]["n"] == 2

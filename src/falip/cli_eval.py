@@ -164,6 +164,8 @@ def eval_cls(dataset, models, methods, alpha, sigma, layers, form, pasta_scale, 
 @click.option("--region", type=click.Choice(["box", "mask"]), default="box", show_default=True, help="Each view's foreground as its box or its mask.")
 @click.option("--input", "input_mode", type=click.Choice(["pointclip", "clip"]), default="pointclip", show_default=True,
               help="Depth values into the model: raw, as PointCLIP, or scaled and CLIP-normalised.")
+@click.option("--projection", type=click.Choice(["pointclip", "realistic"]), default="pointclip", show_default=True,
+              help="PointCLIP's six depth maps, or PointCLIP V2's ten realistic projections.")
 @click.option("--template", default="point cloud depth map of a {}.", show_default=True)
 @click.option("--view-weights", default=None, help="Six comma-separated view weights (beta) [default: equal].")
 @click.option("--search-split", default=None, help="Search the view weights on this split (a validation split, never the test split).")
@@ -171,7 +173,7 @@ def eval_cls(dataset, models, methods, alpha, sigma, layers, form, pasta_scale, 
 @click.option("--pictures", type=int, default=0, show_default=True, help="Draw the attention on the views of the first N clouds (out/pictures/).")
 def eval_pointcloud(dataset, models, methods, alpha, sigma, layers, form, pasta_scale, pasta_heads, unleash_layers, unleash_heads, split,
                     limit, out, overwrite, preprocess, device, seed, quiet, strict, root, variant, points, region, input_mode, template,
-                    view_weights, search_split, search_limit, pictures) -> None:
+                    view_weights, search_split, search_limit, pictures, projection) -> None:
     """3D point-cloud recognition: PointCLIP's six depth views, plain or with FALIP on each view's foreground.
 
     DATASET: modelnet40 or scanobjectnn (the test split and OBJ_ONLY by default)."""
@@ -190,9 +192,10 @@ def eval_pointcloud(dataset, models, methods, alpha, sigma, layers, form, pasta_
         data = open_clouds(dataset, **data_opts)
         loaded = _models(models, device, preprocess)
         config = RunConfig("pointcloud", dataset, list(models), _list(methods), alpha, sigma, _layers(layers), form,
-                           templates=template, seed=seed, cloud_region=region, cloud_input=input_mode, data=data_opts)
+                           templates=template, seed=seed, cloud_region=region, cloud_input=input_mode, cloud_projection=projection,
+                           data=data_opts)
         if view_weights:
-            beta = _floats(view_weights, "--view-weights", 6)
+            beta = _floats(view_weights, "--view-weights", 10 if projection == "realistic" else 6)
             config.view_weights = {f"{name}:{method}": beta for name in loaded for method in config.methods}
         elif search_split:
             search = open_clouds(dataset, **{**data_opts, "split": search_split})

@@ -19,10 +19,9 @@ from tqdm import tqdm
 from .. import checks
 from ..datasets import CloudDataset
 from ..errors import FalipError
-from ..projection import depth_maps
 from ..tasks.classify import top_k
 from ..pictures import Panel, heat_panels
-from ..tasks.pointcloud import (CLOUD_METHODS, class_text_features, cloud_scores, foreground_attention, search_view_weights,
+from ..tasks.pointcloud import (CLOUD_METHODS, class_text_features, cloud_views, cloud_scores, foreground_attention, search_view_weights,
                                 view_attention, view_features)
 from .runner import RunConfig
 from .store import ResultStore
@@ -42,6 +41,10 @@ def _options(config: RunConfig) -> dict:
             "layers": config.layers, "form": config.form}
 
 
+def _views(data: CloudDataset, example, config: RunConfig):
+    return cloud_views(data.cloud(example), config.cloud_projection)
+
+
 @torch.no_grad()
 def search_weights(models: dict, data: CloudDataset, config: RunConfig, *, limit: Optional[int] = None,
                    progress: bool = True) -> dict[str, list[float]]:
@@ -51,10 +54,10 @@ def search_weights(models: dict, data: CloudDataset, config: RunConfig, *, limit
     per_view = {f"{n}:{m}": [] for n in models for m in config.methods}
     texts = {n: class_text_features(model, data.classes, config.templates) for n, model in models.items()}
     for example in tqdm(examples, desc="view-weight search", unit="cloud", disable=not progress):
-        depth = depth_maps(data.cloud(example))
+        depth, foreground = _views(data, example, config)
         for name, model in models.items():
             for method in config.methods:
-                per_view[f"{name}:{method}"].append(view_features(model, depth, method, **_options(config)) @ texts[name].T)
+                per_view[f"{name}:{method}"].append(view_features(model, depth, method, foreground=foreground, **_options(config)) @ texts[name].T)
     labels = [e.label for e in examples]
     return {system: search_view_weights(torch.stack(scores), labels) for system, scores in per_view.items()}
 
@@ -74,18 +77,18 @@ def run_pointcloud(models: dict, data: CloudDataset, config: RunConfig, out: Pat
         for number, example in enumerate(tqdm(data.examples[:limit], desc="clouds", unit="cloud", disable=not progress)):
             if example.key in done:
                 continue
-            depth = depth_maps(data.cloud(example))
+            depth, foreground = _views(data, example, config)
             results = {}
             for index, (name, model) in enumerate(models.items()):
                 maps = view_attention(model, depth, input_mode=config.cloud_input, alpha=config.alpha, sigma=config.sigma,
-                                      layers=config.layers)
+                                      layers=config.layers, foreground=foreground)
                 plain_share, falip_share = foreground_attention(maps)
                 if index == 0 and number < pictures:
                     key = example.key.replace("/", "_").replace(":", "_")
                     draw_views(maps, Path(out) / "pictures" / f"{key}.png", f"{example.key} ({data.classes[example.label]}), {name}")
                 for method in config.methods:
                     system = f"{name}:{method}"
-                    feats = view_features(model, depth, method, **_options(config))
+                    feats = view_features(model, depth, method, foreground=foreground, **_options(config))
                     scores = cloud_scores(feats, texts[name], weights.get(system))
                     hits = top_k(scores[None], [example.label])
                     share = falip_share if method == "falip" else plain_share

@@ -60,6 +60,7 @@ class RunConfig:
     unleash_heads: Optional[str] = None  # "layer:head,..."; None: every head of the unleashed layers
     cloud_region: str = "box"  # point clouds: each view's foreground box, or its mask
     cloud_input: str = "pointclip"  # point clouds: raw depths as PointCLIP, or "clip" normalisation
+    cloud_projection: str = "pointclip"  # point clouds: PointCLIP's six depth maps, or V2's ten "realistic" views
     view_weights: Optional[dict] = None  # point clouds: {"<model>:<method>": [beta per view]}; None: equal
     data: dict = field(default_factory=dict)
 

@@ -28,12 +28,24 @@ import torch.nn.functional as F
 from ..decompose import decompose
 from ..errors import FalipError
 from ..masks import attention_bias
-from ..projection import foreground_box
+from ..projection import depth_maps, foreground_box, realistic_maps
 
 CLOUD_PROMPT = "point cloud depth map of a {}."
 INPUT_MODES = ("pointclip", "clip")
 REGIONS = ("box", "mask")
 CLOUD_METHODS = ("plain", "falip")
+PROJECTIONS = ("pointclip", "realistic")
+
+
+def cloud_views(points: np.ndarray, projection: str = "pointclip") -> tuple[np.ndarray, np.ndarray]:
+    """A cloud's views and their foreground masks: PointCLIP's six depth maps (background 0), or
+    PointCLIP V2's ten realistic projections ("realistic": background 1, nearer surfaces darker)."""
+    if projection == "pointclip":
+        maps = depth_maps(points)
+        return maps, maps > 0
+    if projection == "realistic":
+        return realistic_maps(points)
+    raise FalipError(f"unknown projection {projection!r}; choose one of {', '.join(PROJECTIONS)}")
 BETA_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
@@ -52,8 +64,8 @@ def view_pixels(depth: np.ndarray, size: int, input_mode: str = "pointclip", mea
 
 
 def view_regions(depth: np.ndarray, size: int, region: str = "box") -> list:
-    """Each view's foreground as a region in the model's input pixels: an `xywh` box, or an
-    (size, size) mask; None for a view no point reached."""
+    """Each view's foreground (non-zero pixels of `depth`, or a boolean foreground mask) as a region
+    in the model's input pixels: an `xywh` box, or an (size, size) mask; None for a view no point reached."""
     if region not in REGIONS:
         raise FalipError(f"unknown point-cloud region {region!r}; choose one of {', '.join(REGIONS)}")
     scale = size / depth.shape[-1]
@@ -73,13 +85,16 @@ def view_regions(depth: np.ndarray, size: int, region: str = "box") -> list:
 
 @torch.no_grad()
 def view_features(model, depth: np.ndarray, method: str, *, region: str = "box", input_mode: str = "pointclip",
-                  alpha: float = 0.2, sigma: float = 100.0, layers=None, form: str = "cls") -> torch.Tensor:
-    """Unit features (V, D) of a cloud's views, plain or with FALIP on each view's foreground."""
+                  alpha: float = 0.2, sigma: float = 100.0, layers=None, form: str = "cls",
+                  foreground: Optional[np.ndarray] = None) -> torch.Tensor:
+    """Unit features (V, D) of a cloud's views, plain or with FALIP on each view's foreground
+    (`foreground` masks; by default the non-zero pixels)."""
     if method not in CLOUD_METHODS:
         raise FalipError(f"point clouds take the methods {', '.join(CLOUD_METHODS)}, not {method!r}")
     prep = model.preprocessing
     pixels = view_pixels(depth, prep.size, input_mode, prep.mean, prep.std)
-    regions = view_regions(depth, prep.size, region) if method == "falip" else [None] * len(depth)
+    mask = depth > 0 if foreground is None else foreground
+    regions = view_regions(mask, prep.size, region) if method == "falip" else [None] * len(depth)
     feats = model.encode_prepared(pixels, regions, alpha=alpha, sigma=sigma, layers=layers, form=form)
     return F.normalize(feats.float(), dim=-1)
 
@@ -120,13 +135,13 @@ def search_view_weights(per_view: torch.Tensor, labels: Sequence[int], grid: Seq
 
 @torch.no_grad()
 def view_attention(model, depth: np.ndarray, *, input_mode: str = "pointclip", alpha: float = 0.2, sigma: float = 100.0,
-                   layers=None) -> dict:
+                   layers=None, foreground: Optional[np.ndarray] = None) -> dict:
     """The last layer's [CLS] attention (mean over heads) of each view with points, plain and with
     FALIP on its foreground box: {"views": indices, "plain", "falip": (V', grid, grid), "inside": (V', grid, grid) bool,
     "boxes": xyxy boxes in input pixels, "pixels": the views' inputs}."""
     prep = model.preprocessing
     pixels = view_pixels(depth, prep.size, input_mode, prep.mean, prep.std)
-    regions = view_regions(depth, prep.size, "box")
+    regions = view_regions(depth > 0 if foreground is None else foreground, prep.size, "box")
     keep = [i for i, r in enumerate(regions) if r is not None] if not model.is_siglip else []  # SigLIP: no [CLS] to look at
     grid = model.backbone.cfg.vision.grid
     if not keep:

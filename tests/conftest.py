@@ -78,3 +78,24 @@ def openai_state_dict(backbone: ClipBackbone) -> dict[str, torch.Tensor]:
 
 def image_array(width: int, height: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+
+
+def hub_cache(root: Path, repo: str, write) -> dict:
+    """A Hugging Face cache under `root` holding `repo` (its files written by `write(snapshot_folder)`);
+    returns the environment that points the hub client at it."""
+    folder = root / "hf" / "hub" / f"models--{repo.replace('/', '--')}"
+    write(folder / "snapshots" / ("0" * 40))
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text("0" * 40)
+    env = {**os.environ, "HF_HOME": str(root / "hf")}
+    env.pop("HF_HUB_OFFLINE", None)
+    return env
+
+
+def run_with_hub_unreachable(env: dict, code: str):
+    """Run Python `code` in a fresh process that sees the hub as unreachable (as with no network)."""
+    import subprocess
+    import sys
+
+    prelude = "import falip\nfrom falip.backbones import hf\nhf.hub_reachable = lambda timeout=3.0: False\n"
+    return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True, env=env, timeout=300)

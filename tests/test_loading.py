@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 import falip
-from conftest import image_array, make_hf_dir, openai_state_dict
+from conftest import hub_cache, image_array, make_hf_dir, openai_state_dict, run_with_hub_unreachable
 
 from falip.backbones import ClipBackbone
 
@@ -171,16 +171,9 @@ def test_hub_id_offline_fails_clearly(tmp_path):
 
 
 def test_a_cached_hub_id_loads_offline_and_an_uncached_one_fails_without_retries(tmp_path):
-    snapshot = tmp_path / "hf" / "hub" / "models--someone--tiny-clip" / "snapshots" / ("0" * 40)
-    make_hf_dir(snapshot)
-    (snapshot.parents[1] / "refs").mkdir()
-    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf")}
-    env.pop("HF_HUB_OFFLINE", None)
-    code = ("import falip\nfrom falip.backbones import hf\nhf.hub_reachable = lambda timeout=3.0: False\n"
-            "m = falip.load('someone/tiny-clip')\nprint('LOADED', m.encode_text(['a cat']).shape[1])\n"
-            "try:\n    falip.load('someone/missing-clip')\nexcept falip.FalipError as e:\n    print('ERR', e)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    env = hub_cache(tmp_path, "someone/tiny-clip", make_hf_dir)
+    out = run_with_hub_unreachable(env, "m = falip.load('someone/tiny-clip')\nprint('LOADED', m.encode_text(['a cat']).shape[1])\n"
+                                        "try:\n    falip.load('someone/missing-clip')\nexcept falip.FalipError as e:\n    print('ERR', e)")
     assert "LOADED 16" in out.stdout, out.stderr
     assert "ERR 'someone/missing-clip' is not a local path, not in the Hugging Face cache, and the hub cannot be reached" in out.stdout, out.stderr
 

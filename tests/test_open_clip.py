@@ -1,9 +1,6 @@
 """open_clip checkpoints (their own config decides heads and activation), and other input sizes."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,7 +9,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 import falip
-from conftest import openai_state_dict, tiny_config
+from conftest import hub_cache, openai_state_dict, run_with_hub_unreachable, tiny_config
 from falip.backbones import ClipBackbone
 from falip.errors import FalipError
 
@@ -94,16 +91,10 @@ def test_unsupported_open_clip_towers_are_named(tmp_path, extra, message):
 
 
 def test_an_open_clip_hub_id_loads_from_the_cache_offline(tmp_path):
-    repo = tmp_path / "hf" / "hub" / "models--someone--tiny-open-clip"
-    snapshot = repo / "snapshots" / ("1" * 40)
-    open_clip_folder(snapshot, quick_gelu=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("1" * 40)
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf")}
-    code = ("import falip\nfrom falip.backbones import hf\nhf.hub_reachable = lambda timeout=3.0: False\n"
-            "m = falip.load('hf-hub:someone/tiny-open-clip')\nprint('LOADED', m.backbone.cfg.vision.heads, m.backbone.cfg.vision.act)\n"
-            "try:\n    falip.load('hf-hub:someone/absent')\nexcept falip.FalipError as e:\n    print('ERR', e)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    env = hub_cache(tmp_path, "someone/tiny-open-clip", lambda folder: open_clip_folder(folder, quick_gelu=True))
+    out = run_with_hub_unreachable(env, "m = falip.load('hf-hub:someone/tiny-open-clip')\n"
+                                        "print('LOADED', m.backbone.cfg.vision.heads, m.backbone.cfg.vision.act)\n"
+                                        "try:\n    falip.load('hf-hub:someone/absent')\nexcept falip.FalipError as e:\n    print('ERR', e)")
     assert "LOADED 2 quick_gelu" in out.stdout, out.stderr
     assert "ERR hf-hub:someone/absent: open_clip_config.json is not in the Hugging Face cache" in out.stdout, out.stderr
 

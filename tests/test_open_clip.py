@@ -120,7 +120,6 @@ def test_another_input_size_interpolates_the_positions_and_the_grid_follows(hf_d
 def test_a_b16_shaped_model_runs_at_336_pixels_on_a_21_by_21_grid(tmp_path):
     from transformers import CLIPConfig, CLIPModel
 
-    from conftest import byte_vocab
 
     text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=520,
                 max_position_embeddings=16, bos_token_id=512, eos_token_id=513, pad_token_id=513)

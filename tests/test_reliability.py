@@ -2,7 +2,6 @@
 never a traceback or a silently wrong result; results that cannot be lost or doubled."""
 
 import json
-import os
 import subprocess
 import sys
 import time

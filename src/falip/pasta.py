@@ -14,7 +14,6 @@ pairs instead, as PASTA's head configuration does.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
 
 import torch
 

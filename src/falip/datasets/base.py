@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
-from PIL import Image
 
 from ..errors import FalipError
 

@@ -195,3 +195,13 @@ def test_torchrun_with_two_processes_equals_one_process_and_resumes(tmp_path):
     assert again.returncode == 0, again.stderr
     assert (resumed / "results.jsonl").read_bytes() == (tmp_path / "single" / "results.jsonl").read_bytes()
     assert (resumed / "summary.json").read_bytes() == (tmp_path / "single" / "summary.json").read_bytes()
+
+
+def test_the_commands_that_do_not_shard_refuse_torchrun(monkeypatch, tmp_path):
+    from falip.evaluation.distributed import single_process
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(FalipError, match="falip heads rank runs in one process"):
+        single_process("falip heads rank")
+    result = CliRunner().invoke(cli, ["heads", "rank", "scenes", "--count", "1", "--out", str(tmp_path), "--quiet"])
+    assert isinstance(result.exception, FalipError) and "start it without torchrun" in str(result.exception)

@@ -76,3 +76,11 @@ def signal_failure(shard: Shard) -> None:
     """Tell the other ranks this one failed (they stop at their next check instead of waiting)."""
     if shard.world > 1:
         all_ok(shard, False)
+
+
+def single_process(what: str) -> None:
+    """Refuse to run `what` under a multi-process launch (it does not shard)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from ..errors import FalipError
+
+        raise FalipError(f"{what} runs in one process: start it without torchrun")

@@ -22,6 +22,7 @@ from ..preprocess import open_image
 from ..regions import region_box
 from ..tasks.visual_prompts import get_visual_prompt
 from ..unleash import head_deltas
+from .distributed import single_process
 from .store import ResultStore
 
 
@@ -46,6 +47,7 @@ def rank_heads(model, sets: Iterable[RegionSet], prompt: str, out: Path, *, conf
     """Mean `||G' - G||` per (layer, head) over every region, as an (L, H) array; writes
     `out/results.jsonl` (resumable) and `out/heads.csv`."""
     model.needs_cls("falip heads rank")
+    single_process("falip heads rank")
     draw = get_visual_prompt(prompt)
     limit = checks.optional_count("limit", limit)
     store = ResultStore(out, config, overwrite)

@@ -23,6 +23,7 @@ from ..tasks.classify import top_k
 from ..pictures import Panel, heat_panels
 from ..tasks.pointcloud import (CLOUD_METHODS, class_text_features, cloud_views, cloud_scores, foreground_attention, search_view_weights,
                                 view_attention, view_features)
+from .distributed import single_process
 from .runner import RunConfig
 from .store import ResultStore
 from .summary import write_summary
@@ -67,6 +68,7 @@ def run_pointcloud(models: dict, data: CloudDataset, config: RunConfig, out: Pat
     """Top-1 and top-5 for every (model, method); with `pictures`, Fig. 5's attention picture of the
     first that many clouds in `out/pictures/`."""
     _check(config)
+    single_process("falip eval pointcloud")
     limit = checks.optional_count("limit", limit)
     pictures = checks.count("pictures", pictures, minimum=0)
     store = ResultStore(out, asdict(config), overwrite)

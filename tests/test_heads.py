@@ -195,3 +195,27 @@ def test_explain_writes_every_picture_for_a_scene_and_returns_the_arrays(tmp_pat
     assert "contribution_original" not in arrays  # no text, no contributions
     bad = CliRunner().invoke(cli, ["explain", "--head", "30:0", "--out", str(tmp_path)])
     assert "does not exist" in str(bad.exception)
+
+
+def test_chefer_relevance_equals_a_plain_gradient_computation(tiny_backbone, images):
+    from falip.decompose import gradient_relevance
+    from test_two_stream_and_pasta import slow_attention
+
+    visual = tiny_backbone.visual
+    pixels = images[0]
+    target = torch.randn(16, generator=torch.Generator().manual_seed(9))
+    ours = gradient_relevance(visual, pixels, target)
+    x = visual.embed(pixels)
+    probs = []
+    for block in visual.blocks:
+        out, p = slow_attention(block, x, x)
+        probs.append(p)
+        x = x + out
+        x = x + block.mlp(block.ln_2(x))
+    cosine = torch.nn.functional.cosine_similarity(visual.head(x[:, 0]), target[None]).sum()
+    grads = torch.autograd.grad(cosine, probs)
+    relevance = torch.eye(x.shape[1])
+    for p, g in zip(probs, grads):
+        relevance = relevance + (g * p).clamp(min=0).mean(1)[0] @ relevance
+    assert torch.allclose(ours[0], relevance[0].detach(), rtol=1e-4, atol=1e-6)
+    assert ours[0, 0] >= 1 and (ours >= 0).all()

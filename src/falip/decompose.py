@@ -44,11 +44,6 @@ class ClsDecomposition:
         return self.embedding + self.heads.sum(dim=(1, 2)) + self.attn_bias.sum(0) + self.mlp.sum(1)
 
 
-def per_head_out_proj(block) -> torch.Tensor:
-    """The out-projection split by input head: (heads, head_dim, width)."""
-    return block.attn.out_proj.weight.t().unflatten(0, (block.attn.heads, block.attn.head_dim))
-
-
 @torch.no_grad()
 def decompose(
     visual: VisionTransformer,
@@ -75,7 +70,7 @@ def decompose(
         if layer_bias is not None:
             logits = logits + layer_bias.expand(x.shape[0], attn.heads, -1, -1)[:, :, 0]
         probs = torch.softmax(logits, dim=-1)  # (B, H, T)
-        w_o = per_head_out_proj(block)  # (H, dh, D)
+        w_o = attn.out_proj_per_head()  # (H, dh, D)
         heads.append(torch.einsum("bhd,hde->bhe", torch.einsum("bht,bhtd->bhd", probs, v), w_o))
         if index in token_layers:
             tokens[index] = torch.einsum("bht,bhtd,hde->bhte", probs, v, w_o)

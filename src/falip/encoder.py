@@ -35,12 +35,6 @@ def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x.unflatten(-1, (heads, x.shape[-1] // heads))
 
 
-def _per_head_out_proj(block: Block) -> torch.Tensor:
-    """The out-projection split by input head: (heads, head_dim, width)."""
-    weight = block.attn.out_proj.weight  # (width_out, width_in)
-    return weight.t().unflatten(0, (block.attn.heads, block.attn.head_dim))
-
-
 class FovealEncoder:
     """Computes FALIP region features with a `VisionTransformer`'s weights (no copy is made)."""
 
@@ -171,7 +165,7 @@ class FovealEncoder:
         weights = torch.exp(scores - peak[..., None])
         total = weights.sum(dim=-1)
         mean_v = (weights @ v.float()) / total[..., None]  # (H, N, dh)
-        w_o = _per_head_out_proj(block)
+        w_o = block.attn.out_proj_per_head()
         contrib = torch.einsum("hnd,hde->hne", mean_v.to(w_o.dtype), w_o)  # (H, N, D)
         return {"q": q, "k": k, "v": v, "peak": peak, "total": total, "contrib": contrib, "w_o": w_o}
 

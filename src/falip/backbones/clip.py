@@ -93,6 +93,10 @@ class Attention(nn.Module):
         q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
         return self.split_heads(q), self.split_heads(k), self.split_heads(v)
 
+    def out_proj_per_head(self) -> torch.Tensor:
+        """The out-projection split by input head: (heads, head_dim, width)."""
+        return self.out_proj.weight.t().unflatten(0, (self.heads, self.head_dim))
+
     def attend(self, q, k, v, bias: Optional[torch.Tensor] = None, causal: bool = False) -> torch.Tensor:
         """Attention output (..., T, width) of per-head queries, keys and values (..., heads, T, head_dim),
         with an optional additive bias on the logits: lets two streams mix their q, k and v."""

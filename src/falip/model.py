@@ -193,10 +193,10 @@ class FalipModel:
         size = self.preprocessing.size
         identity = Preprocessing(size, "squash", self.preprocessing.mean, self.preprocessing.std)
         rows = torch.zeros(len(regions), self.backbone.cfg.vision.num_tokens)
-        for i, region in enumerate(regions):
-            if region is not None:
-                rows[i] = region_bias_rows([region], (size, size), identity, self.patch_size, alpha=alpha, sigma=sigma,
-                                           box_rule=self.box_rule, numerics=self.gaussian)[0]
+        given = [i for i, region in enumerate(regions) if region is not None]
+        if given:
+            rows[given] = region_bias_rows([regions[i] for i in given], (size, size), identity, self.patch_size, alpha=alpha,
+                                           sigma=sigma, box_rule=self.box_rule, numerics=self.gaussian)
         return rows
 
     @torch.no_grad()
@@ -234,6 +234,12 @@ class FalipModel:
         except ValueError as exc:
             raise FalipError(str(exc)) from None
 
+    def _with_copies(self, image: ImageInput, prompted: Sequence[ImageInput]):
+        """The image, its pixels and its edited copies' pixels, on the model's device."""
+        img = open_image(image)
+        edited = self.pixels([open_image(p) for p in prompted]).to(self.device, self.dtype)
+        return img, self.pixels(img).to(self.device, self.dtype), edited
+
     @torch.no_grad()
     def encode_two_stream(
         self,
@@ -257,10 +263,8 @@ class FalipModel:
         regions = _region_list(regions)
         if len(prompted) != len(regions):
             raise FalipError(f"one prompted image per region: got {len(prompted)} images for {len(regions)} regions")
-        img = open_image(image)
+        img, pixels, edited = self._with_copies(image, prompted)
         rows = self.region_rows(img.size, regions, alpha=alpha, sigma=sigma, box_format=box_format)
-        pixels = self.pixels(img).to(self.device, self.dtype)
-        edited = self.pixels([open_image(p) for p in prompted]).to(self.device, self.dtype)
         chunk = chunk_size or self.encoder.chunk_size
         return two_stream_features(self.backbone.visual, pixels, edited, self.masked_layers(layers), mode, rows, chunk)
 
@@ -307,8 +311,7 @@ class FalipModel:
         self.needs_cls("unleash")
         if not len(prompted):
             raise FalipError("no prompted image given")
-        pixels = self.pixels(open_image(image)).to(self.device, self.dtype)
-        edited = self.pixels([open_image(p) for p in prompted]).to(self.device, self.dtype)
+        _, pixels, edited = self._with_copies(image, prompted)
         try:
             return unleash_features(self.backbone.visual, pixels, edited, self.masked_layers(layers), heads,
                                     chunk_size or self.encoder.chunk_size)

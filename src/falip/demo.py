@@ -55,6 +55,20 @@ def cls_attention_grid(model: FalipModel, pixels: torch.Tensor, row: Optional[to
     return probs[0].float().mean(0)[1:].reshape(grid, grid).numpy()
 
 
+def attention_panels(model: FalipModel, picture: Image.Image, row: torch.Tensor, layers, resample=Image.NEAREST):
+    """The picture at panel size, its scale, heat maps of the [CLS] attention plain and with FALIP's
+    bias `row` (one colour scale), and the share of each on the row's tokens."""
+    pixels = model.pixels(picture).to(model.device, model.dtype)
+    plain = cls_attention_grid(model, pixels, None, layers)
+    focused = cls_attention_grid(model, pixels, row, layers)
+    inside = (row[1:] > 0).reshape(plain.shape).numpy()
+    share = (float(plain[inside].sum() / plain.sum()), float(focused[inside].sum() / focused.sum()))
+    scale = PANEL / max(picture.size)
+    shown = picture.resize((round(picture.width * scale), round(picture.height * scale)), resample)
+    top = max(plain.max(), focused.max())
+    return shown, scale, [heat_overlay(shown, plain, top), heat_overlay(shown, focused, top)], share
+
+
 def heat_overlay(image: Image.Image, grid: np.ndarray, scale: float) -> Image.Image:
     """The image under a heat map of `grid` (same colour scale for both panels)."""
     g = np.clip(grid / scale, 0, 1)
@@ -132,18 +146,10 @@ def run_demo(
         names = [""] * len(boxes)
     best = int(np.argmax(scores))
 
-    rows = model.region_rows(picture.size, boxes, alpha=alpha, sigma=sigma, box_format=box_format)
-    pixels = model.pixels(picture).to(model.device, model.dtype)
-    plain = cls_attention_grid(model, pixels, None, masked)
-    focused = cls_attention_grid(model, pixels, rows[best], masked)
-    inside = (rows[best, 1:] > 0).reshape(plain.shape).numpy()
-    share = (float(plain[inside].sum() / plain.sum()), float(focused[inside].sum() / focused.sum()))
-
-    scale = PANEL / max(picture.size)
-    shown = picture.resize((round(picture.width * scale), round(picture.height * scale)), Image.NEAREST)
+    row = model.region_rows(picture.size, [boxes[best]], alpha=alpha, sigma=sigma, box_format=box_format)[0]
+    shown, scale, heats, share = attention_panels(model, picture, row, masked, Image.NEAREST)
     xyxy = [to_xyxy(b, box_format) for b in boxes]
-    top = max(plain.max(), focused.max())
-    panels = [boxes_panel(shown, xyxy, scores, names, best, scale, expected), heat_overlay(shown, plain, top), heat_overlay(shown, focused, top)]
+    panels = [boxes_panel(shown, xyxy, scores, names, best, scale, expected), *heats]
     titles = [f"{text!r}: best box green" + (", expected yellow" if expected is not None else ""), f"[CLS] attention, plain CLIP: {100 * share[0]:.0f}% in the box",
               f"with FALIP on the green box: {100 * share[1]:.0f}% in the box"]
     sheet = Image.new("RGB", (3 * shown.width + 20, shown.height + 28), (255, 255, 255))

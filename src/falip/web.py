@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 
 from . import checks
-from .demo import PANEL, boxes_panel, cls_attention_grid, demo_setting, heat_overlay
+from .demo import attention_panels, boxes_panel, demo_setting
 from .errors import FalipError
 from .model import FalipModel
 from .preprocess import open_image
@@ -157,20 +157,14 @@ def run(model: FalipModel, payload: dict) -> dict:
     best = ranking[0]["boxes"][0]["index"]
     masked = model.masked_layers(layers)
     row = model.region_rows(image.size, [boxes[best]], alpha=alpha, sigma=sigma)[0]
-    pixels = model.pixels(image).to(model.device, model.dtype)
-    plain, focused = cls_attention_grid(model, pixels, None, masked), cls_attention_grid(model, pixels, row, masked)
-    inside = (row[1:] > 0).reshape(plain.shape).numpy()
-    share = [float(plain[inside].sum() / plain.sum()), float(focused[inside].sum() / focused.sum())]
-    fit = PANEL / max(image.size)
-    shown = image.resize((round(image.width * fit), round(image.height * fit)), Image.BILINEAR)
-    top = max(float(plain.max()), float(focused.max()))
+    shown, fit, (plain, focused), share = attention_panels(model, image, row, masked, Image.BILINEAR)
     first = scores[:, 0].tolist()
     return {
         "ranking": ranking,
         "boxes_picture": _data_url(boxes_panel(shown, [to_xyxy(b) for b in boxes], first, names, best, fit, None)),
-        "attention_plain": _data_url(heat_overlay(shown, plain, top)),
-        "attention_falip": _data_url(heat_overlay(shown, focused, top)),
-        "attention_inside": share,
+        "attention_plain": _data_url(plain),
+        "attention_falip": _data_url(focused),
+        "attention_inside": list(share),
         "method": method,
         "setting": {"alpha": alpha, "sigma": sigma, "layers": masked},
     }

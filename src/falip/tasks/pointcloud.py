@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import checks
 from ..decompose import decompose
 from ..errors import FalipError
 from ..masks import attention_bias
@@ -35,6 +36,7 @@ INPUT_MODES = ("pointclip", "clip")
 REGIONS = ("box", "mask")
 CLOUD_METHODS = ("plain", "falip")
 PROJECTIONS = ("pointclip", "realistic")
+BETA_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def cloud_views(points: np.ndarray, projection: str = "pointclip") -> tuple[np.ndarray, np.ndarray]:
@@ -46,7 +48,6 @@ def cloud_views(points: np.ndarray, projection: str = "pointclip") -> tuple[np.n
     if projection == "realistic":
         return realistic_maps(points)
     raise FalipError(f"unknown projection {projection!r}; choose one of {', '.join(PROJECTIONS)}")
-BETA_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def view_pixels(depth: np.ndarray, size: int, input_mode: str = "pointclip", mean=None, std=None) -> torch.Tensor:
@@ -102,8 +103,7 @@ def view_features(model, depth: np.ndarray, method: str, *, region: str = "box",
 @torch.no_grad()
 def class_text_features(model, classes: Sequence[str], template: str = CLOUD_PROMPT) -> torch.Tensor:
     """Unit (C, D) text features of the class names (underscores as spaces) in the template."""
-    if template.count("{}") != 1:
-        raise FalipError(f"a template needs exactly one {{}} for the class name, got {template!r}")
+    checks.template(template, "point-cloud template")
     texts = [template.format(name.replace("_", " ")) for name in classes]
     return F.normalize(model.encode_text(texts).float(), dim=-1)
 

@@ -96,10 +96,9 @@ def explain_command(image, box, text, prompts, model_name, layer, head, alpha, s
     if model.name == "toy":
         click.echo("model: the embedded toy CLIP (trained on generated shapes; a model organism, not OpenAI's CLIP)")
     if picture is None:
-        from .scenes import make_scene
+        from .demo import demo_scene
 
-        scene = make_scene("test", 2_000_000 + seed, model.backbone.cfg.vision.image_size, objects=(3, 4))
-        target, expression, _ = sorted(scene.expressions(), key=lambda e: e[2] != "attribute")[0]
+        scene, target, expression = demo_scene(model, seed)
         picture = scene.pil()
         region = [float(v) for v in scene.objects[target].box] if box is None else _floats(box, "--box", 4)
         text = text if text is not None else f"a photo of {expression}"

@@ -55,6 +55,17 @@ def cls_attention_grid(model: FalipModel, pixels: torch.Tensor, row: Optional[to
     return probs[0].float().mean(0)[1:].reshape(grid, grid).numpy()
 
 
+def demo_scene(model: FalipModel, seed: int = 0):
+    """Generated test scene number `seed` at the model's size, the object an expression refers to,
+    and that expression: an attribute one where the scene has one (the toy model learnt attributes,
+    while position, "the left red circle", it saw only as the odd word in its captions)."""
+    from .scenes import make_scene
+
+    scene = make_scene("test", 2_000_000 + seed, model.backbone.cfg.vision.image_size, objects=(3, 4))
+    target, expression, _ = sorted(scene.expressions(), key=lambda e: e[2] != "attribute")[0]
+    return scene, target, expression
+
+
 def attention_panels(model: FalipModel, picture: Image.Image, row: torch.Tensor, layers, resample=Image.NEAREST):
     """The picture at panel size, its scale, heat maps of the [CLS] attention plain and with FALIP's
     bias `row` (one colour scale), and the share of each on the row's tokens."""
@@ -114,13 +125,9 @@ def run_demo(
     sigma = tuned["sigma"] if sigma is None else sigma
     layers = tuned["layers"] if layers is None else layers
     if image is None:
-        from .scenes import class_names, make_scene
+        from .scenes import class_names
 
-        scene = make_scene("test", 2_000_000 + seed, model.backbone.cfg.vision.image_size, objects=(3, 4))
-        # An attribute expression where the scene has one: the toy model learnt attributes, while
-        # position ("the left red circle") it saw only as the odd word in its captions.
-        expressions = sorted(scene.expressions(), key=lambda e: e[2] != "attribute")
-        expected, expression, _ = expressions[0]
+        scene, expected, expression = demo_scene(model, seed)
         picture = scene.pil()
         boxes = [list(o.box) for o in scene.objects] if boxes is None else boxes
         text = text or f"a photo of {expression}"

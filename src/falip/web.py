@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 
 from . import checks
-from .demo import attention_panels, boxes_panel, demo_setting
+from .demo import attention_panels, boxes_panel, demo_scene, demo_setting
 from .errors import FalipError
 from .model import FalipModel
 from .preprocess import open_image
@@ -111,11 +111,9 @@ def model_info(model: FalipModel) -> dict:
 
 def example_scene(model: FalipModel, seed: int) -> dict:
     """A generated test scene, its objects' boxes and an expression naming one of them."""
-    from .scenes import class_names, make_scene
+    from .scenes import class_names
 
-    seed = checks.count("seed", seed, minimum=0)
-    scene = make_scene("test", 2_000_000 + seed, model.backbone.cfg.vision.image_size, objects=(3, 4))
-    target, expression, _ = sorted(scene.expressions(), key=lambda e: e[2] != "attribute")[0]
+    scene, target, expression = demo_scene(model, checks.count("seed", seed, minimum=0))
     return {"image": _data_url(scene.pil()), "boxes": [[round(float(v), 2) for v in o.box] for o in scene.objects],
             "texts": [f"a photo of {expression}"], "labels": [f"a photo of a {c}" for c in class_names()], "expected": target}
 

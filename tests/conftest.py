@@ -18,8 +18,12 @@ REFERENCE = SHARED / "reference" / "authors-falip"
 
 
 def tiny_config(layers: int = 6, act: str = "quick_gelu") -> ClipConfig:
-    vision = VisionConfig(width=64, layers=layers, heads=4, patch_size=8, image_size=32, mlp_dim=128, output_dim=16, act=act)
-    text = TextConfig(width=32, layers=2, heads=2, context_length=16, vocab_size=520, mlp_dim=64, output_dim=16, act=act)
+    vision = VisionConfig(
+        width=64, layers=layers, heads=4, patch_size=8, image_size=32, mlp_dim=128, output_dim=16, act=act
+    )
+    text = TextConfig(
+        width=32, layers=2, heads=2, context_length=16, vocab_size=520, mlp_dim=64, output_dim=16, act=act
+    )
     return ClipConfig(vision, text)
 
 
@@ -51,10 +55,27 @@ def make_hf_dir(path: Path, act: str = "quick_gelu", seed: int = 0, layers: int 
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
     torch.manual_seed(seed)
-    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, vocab_size=520,
-                max_position_embeddings=16, hidden_act=act, bos_token_id=512, eos_token_id=513, pad_token_id=513)
-    vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4, image_size=32,
-                  patch_size=8, hidden_act=act)
+    text = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        vocab_size=520,
+        max_position_embeddings=16,
+        hidden_act=act,
+        bos_token_id=512,
+        eos_token_id=513,
+        pad_token_id=513,
+    )
+    vision = dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+        hidden_act=act,
+    )
     config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
     model = CLIPModel(config).eval()
     with torch.no_grad():  # sharper attention than the default init, so the foveal bias has an effect
@@ -98,4 +119,6 @@ def run_with_hub_unreachable(env: dict, code: str):
     import sys
 
     prelude = "import falip\nfrom falip.backbones import hf\nhf.hub_reachable = lambda timeout=3.0: False\n"
-    return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", prelude + code], capture_output=True, text=True, env=env, timeout=300
+    )

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from falip.ablations import _ablated_block, ablated_features, region_weights
-from falip.masks import attention_bias
+from falip.engine.ablations import _ablated_block, ablated_features, region_weights
+from falip.inputs.masks import attention_bias
 
 LAST = [5]
 
@@ -49,10 +49,15 @@ def test_tokens_outside_the_region_do_not_reach_cls(tiny_backbone, operation):
     changed = x.clone()
     changed[0, 9:] = torch.randn(tokens - 9, 64, generator=torch.Generator().manual_seed(1)) * 3
     with torch.no_grad():
-        a, b = _ablated_block(block, x, weights, operation), _ablated_block(block, changed, weights, operation)
+        a, b = (
+            _ablated_block(block, x, weights, operation),
+            _ablated_block(block, changed, weights, operation),
+        )
         plain_a, plain_b = block(x), block(changed)
     assert torch.allclose(a[0, 0], b[0, 0], atol=1e-5)
-    assert not torch.allclose(plain_a[0, 0], plain_b[0, 0], atol=1e-3), "outside tokens must matter to plain attention"
+    assert not torch.allclose(plain_a[0, 0], plain_b[0, 0], atol=1e-3), (
+        "outside tokens must matter to plain attention"
+    )
 
 
 def test_mean_q_on_one_token_gives_cls_that_token_attention(tiny_backbone):
@@ -73,7 +78,7 @@ def test_mean_q_on_one_token_gives_cls_that_token_attention(tiny_backbone):
 
 @pytest.mark.parametrize("operation", ["feature-mask", "ours-mean-q", "ours-hard-kv"])
 def test_each_ablation_differs_from_falip_and_from_plain(tiny_backbone, pixels, operation):
-    from falip.encoder import FovealEncoder
+    from falip.engine.encoder import FovealEncoder
 
     visual = tiny_backbone.visual
     rows = rect_rows(visual.cfg.num_tokens, [1, 2, 5, 6], value=2.0)
@@ -92,4 +97,8 @@ def test_full_weight_feature_mask_is_plain_clip(tiny_backbone, pixels):
     with torch.no_grad():
         plain = visual(pixels)
     for operation in ("feature-mask", "ours-hard-kv"):
-        assert torch.allclose(ablated_features(visual, pixels, rows, [3, 4, 5], operation, chunk_size=1), plain.expand(2, -1), atol=1e-5)
+        assert torch.allclose(
+            ablated_features(visual, pixels, rows, [3, 4, 5], operation, chunk_size=1),
+            plain.expand(2, -1),
+            atol=1e-5,
+        )

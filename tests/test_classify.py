@@ -12,7 +12,9 @@ from falip.tasks.classify import TEMPLATE_SETS, class_features, resolve_template
 def test_class_features_average_unit_template_features(hf_dir):
     model = falip.load(hf_dir)
     feats = class_features(model, ["cat", "dog"], ["a {}.", "the {} here"])
-    by_hand = F.normalize(F.normalize(model.encode_text(["a cat.", "the cat here"]).float(), dim=-1).mean(0), dim=0)
+    by_hand = F.normalize(
+        F.normalize(model.encode_text(["a cat.", "the cat here"]).float(), dim=-1).mean(0), dim=0
+    )
     assert torch.allclose(feats[0], by_hand, atol=1e-6)
     assert torch.allclose(feats.norm(dim=1), torch.ones(2))
     assert class_features(model, ["cat"], "ensemble7").shape == (1, 16)
@@ -25,4 +27,8 @@ def test_templates_and_top_k():
         resolve_templates(["no slot"])
     scores = torch.tensor([[0.1, 0.9, 0.5], [0.3, 0.2, 0.1]])
     hits = top_k(scores, [2, 2], ks=(1, 2, 5))
-    assert hits[1].tolist() == [False, False] and hits[2].tolist() == [True, False] and hits[5].tolist() == [True, True]
+    assert (
+        hits[1].tolist() == [False, False]
+        and hits[2].tolist() == [True, False]
+        and hits[5].tolist() == [True, True]
+    )

@@ -3,31 +3,57 @@
 import sys
 
 import numpy as np
+import torch
 from PIL import Image
 
 import falip
-from falip.cli import main
-from falip.demo import run_demo
-from falip.scenes import make_scene
-import torch
-
-from falip.scenes.train import (VALUES, TrainConfig, build_tokenizer, contrast_pair, object_loss, object_targets, presence, train,
-                                vocabulary_corpus)
-from falip.scenes.world import ATTRIBUTE_VALUES, layout
+from falip.cli.app import main
+from falip.datasets.scene_world import ATTRIBUTE_VALUES, layout, make_scene
+from falip.toy.train import (
+    VALUES,
+    TrainConfig,
+    build_tokenizer,
+    contrast_pair,
+    object_loss,
+    object_targets,
+    presence,
+    train,
+    vocabulary_corpus,
+)
+from falip.viz.demo import run_demo
 
 
 def test_training_smoke_run_saves_a_loadable_checkpoint(tmp_path):
-    cfg = TrainConfig(steps=3, batch=6, width=32, layers=2, heads=2, text_width=32, text_layers=1, text_heads=1,
-                      image_size=32, patch=8, minutes=5.0)
+    cfg = TrainConfig(
+        steps=3,
+        batch=6,
+        width=32,
+        layers=2,
+        heads=2,
+        text_width=32,
+        text_layers=1,
+        text_heads=1,
+        image_size=32,
+        patch=8,
+        minutes=5.0,
+    )
     summary = train(cfg, tmp_path / "toy", log=lambda _: None)
     assert summary["steps_done"] == 3
     assert all(np.isfinite(summary[k]) for k in ("final_loss", "final_presence_loss", "final_object_loss"))
     from safetensors.torch import load_file
-    assert not any("presence" in name or "object" in name for name in load_file(tmp_path / "toy" / "model.safetensors"))
+
+    assert not any(
+        "presence" in name or "object" in name for name in load_file(tmp_path / "toy" / "model.safetensors")
+    )
     model = falip.load(tmp_path / "toy")
     assert model.depth == 2 and model.backbone.cfg.vision.grid == 4
     ids = model.tokenize(["a photo of the left red circle"])
-    assert model.tokenizer.hf.convert_ids_to_tokens(ids[0, 1:5].tolist()) == ["a</w>", "photo</w>", "of</w>", "the</w>"]
+    assert model.tokenizer.hf.convert_ids_to_tokens(ids[0, 1:5].tolist()) == [
+        "a</w>",
+        "photo</w>",
+        "of</w>",
+        "the</w>",
+    ]
     assert model.encode_text(["a photo of a red circle"]).shape == (1, 32)
 
 
@@ -48,13 +74,17 @@ def test_presence_targets_name_what_the_objects_have():
 
 def test_contrast_twin_changes_one_attribute_of_one_object_on_the_same_background():
     objects = layout("train", 11, objects=3)
-    first, second, (target, attribute) = contrast_pair("train", 11, objects, 128, np.random.default_rng(0), shape_rate=0.5)
+    first, second, (target, attribute) = contrast_pair(
+        "train", 11, objects, 128, np.random.default_rng(0), shape_rate=0.5
+    )
     assert first.objects == objects and attribute in ("shape", "texture")
     changed = [i for i, (a, b) in enumerate(zip(first.objects, second.objects)) if a != b]
-    assert changed == [target] and getattr(first.objects[target], attribute) != getattr(second.objects[target], attribute)
+    assert changed == [target] and getattr(first.objects[target], attribute) != getattr(
+        second.objects[target], attribute
+    )
     x, y, w, h = (int(v) for v in objects[target].box)
     differs = np.any(first.image != second.image, axis=2)
-    assert differs.any() and not differs[: max(0, y - 1)].any() and not differs[y + h + 2:].any()
+    assert differs.any() and not differs[: max(0, y - 1)].any() and not differs[y + h + 2 :].any()
 
 
 def test_object_targets_cover_each_objects_lattice_block():
@@ -65,8 +95,13 @@ def test_object_targets_cover_each_objects_lattice_block():
         span = {"small": 2, "big": 3}[obj.size]
         assert len(rows) == span * span and np.ptp(rows) == np.ptp(cols) == span - 1
         x, y, w, h = obj.box
-        assert cols.min() * 16 <= x + w / 2 <= (cols.max() + 1) * 16 and rows.min() * 16 <= y + h / 2 <= (rows.max() + 1) * 16
-        assert [values[i] for values, i in zip(ATTRIBUTE_VALUES.values(), what)] == [getattr(obj, a) for a in ATTRIBUTE_VALUES]
+        assert (
+            cols.min() * 16 <= x + w / 2 <= (cols.max() + 1) * 16
+            and rows.min() * 16 <= y + h / 2 <= (rows.max() + 1) * 16
+        )
+        assert [values[i] for values, i in zip(ATTRIBUTE_VALUES.values(), what)] == [
+            getattr(obj, a) for a in ATTRIBUTE_VALUES
+        ]
     assert not cells[3].any() and (labels[3] == -100).all()
 
 
@@ -80,7 +115,9 @@ def test_object_loss_reads_only_the_tokens_in_each_box():
     labels = torch.tensor([[[0, 1, 0, 1], [-100] * 4], [[4, 5, 1, 0], [-100] * 4]])
     pooled = torch.stack([tokens[0, [1, 2]].mean(0), tokens[1, 5]])
     parts = head(pooled).split([len(v) for v in ATTRIBUTE_VALUES.values()], dim=-1)
-    expected = torch.stack([torch.nn.functional.cross_entropy(p, labels[:, 0, a]) for a, p in enumerate(parts)]).mean()
+    expected = torch.stack(
+        [torch.nn.functional.cross_entropy(p, labels[:, 0, a]) for a, p in enumerate(parts)]
+    ).mean()
     loss = object_loss(head, tokens, cells, labels)
     assert torch.allclose(loss, expected)
     elsewhere = tokens.clone()
@@ -109,7 +146,18 @@ def test_demo_with_user_inputs_and_its_errors(hf_dir, tmp_path, monkeypatch, cap
         except SystemExit as exc:
             return exc.code, capsys.readouterr()
 
-    code, out = run("--image", str(tmp_path / "img.png"), "--box", "0,0,20,20", "--box", "30,10,20,20", "--text", "a cat", "--labels", "cat,dog")
+    code, out = run(
+        "--image",
+        str(tmp_path / "img.png"),
+        "--box",
+        "0,0,20,20",
+        "--box",
+        "30,10,20,20",
+        "--text",
+        "a cat",
+        "--labels",
+        "cat,dog",
+    )
     assert code == 0, out.err
     assert "expression: 'a cat'" in out.out and (tmp_path / "d.png").is_file()
     code, out = run("--image", str(tmp_path / "none.png"), "--box", "0,0,5,5", "--text", "x")
@@ -121,8 +169,10 @@ def test_demo_with_user_inputs_and_its_errors(hf_dir, tmp_path, monkeypatch, cap
 
 
 def test_shape_pilot_smoke_run():
-    from falip.scenes.train import shape_pilot
+    from falip.toy.train import shape_pilot
 
-    out = shape_pilot(steps=2, batch=4, image_size=32, patch=8, width=32, layers=2, test_scenes=10, log=lambda _: None)
+    out = shape_pilot(
+        steps=2, batch=4, image_size=32, patch=8, width=32, layers=2, test_scenes=10, log=lambda _: None
+    )
     assert out["images_seen"] == 8 and 0.0 <= out["test_shape_accuracy"] <= 1.0
     assert out["final_loss"] > 0 and out["chance_loss"] == 1.6094

@@ -3,20 +3,29 @@
 import pytest
 import torch
 
-from falip.encoder import FovealEncoder
-from falip.masks import attention_bias
+from falip.engine.encoder import FovealEncoder
+from falip.inputs.masks import attention_bias
 
 
 def random_rows(count: int, tokens: int, seed: int = 0) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     rows = torch.zeros(count, tokens)
-    rows[:, 1:] = torch.rand(count, tokens - 1, generator=gen) * 2.0 * (torch.rand(count, tokens - 1, generator=gen) > 0.4)
+    rows[:, 1:] = (
+        torch.rand(count, tokens - 1, generator=gen)
+        * 2.0
+        * (torch.rand(count, tokens - 1, generator=gen) > 0.4)
+    )
     return rows
 
 
 def one_at_a_time(visual, pixels, rows, image_index, layers, form):
     with torch.no_grad():
-        return torch.cat([visual(pixels[image_index[r]][None], attention_bias(rows[r : r + 1], form), layers) for r in range(len(rows))])
+        return torch.cat(
+            [
+                visual(pixels[image_index[r]][None], attention_bias(rows[r : r + 1], form), layers)
+                for r in range(len(rows))
+            ]
+        )
 
 
 def max_rel(a, b):
@@ -35,7 +44,9 @@ def test_fast_path_equals_one_masked_forward_per_region(tiny_backbone, layers, f
     assert max_rel(fast, slow) <= 1e-5
     plain = visual(pixels)[image_index]
     if form != "diag" or layers != [5]:  # a diagonal mask in the last layer cannot reach [CLS]
-        assert max_rel(slow, plain) > 1e-3, "the masks must change the features for this test to mean anything"
+        assert max_rel(slow, plain) > 1e-3, (
+            "the masks must change the features for this test to mean anything"
+        )
 
 
 def test_zero_bias_gives_plain_clip_and_duplicates_are_computed_once(tiny_backbone, monkeypatch):
@@ -92,17 +103,23 @@ def test_cuda_matches_cpu(tiny_backbone):
     assert max_rel(gpu.cpu(), cpu) <= 1e-4
 
 
-@pytest.mark.parametrize("patch, size", [(32, 224), (14, 224), (14, 336)])  # B/32 7x7, L/14 16x16, L/14@336 24x24
+@pytest.mark.parametrize(
+    "patch, size", [(32, 224), (14, 224), (14, 336)]
+)  # B/32 7x7, L/14 16x16, L/14@336 24x24
 def test_any_patch_size_and_resolution(patch, size):
     from falip.backbones import ClipBackbone, ClipConfig, TextConfig, VisionConfig
-    from falip.preprocess import Preprocessing
-    from falip.regions import region_bias_rows
+    from falip.inputs.preprocess import Preprocessing
+    from falip.inputs.regions import region_bias_rows
 
-    vision = VisionConfig(width=64, layers=4, heads=2, patch_size=patch, image_size=size, mlp_dim=64, output_dim=8)
+    vision = VisionConfig(
+        width=64, layers=4, heads=2, patch_size=patch, image_size=size, mlp_dim=64, output_dim=8
+    )
     text = TextConfig(width=32, layers=1, heads=1, context_length=8, vocab_size=16, mlp_dim=32, output_dim=8)
     visual = ClipBackbone(ClipConfig(vision, text)).init_random(seed=1, std=0.2).eval().visual
     grid = size // patch
-    rows = region_bias_rows([[0, 0, 300, 200], [250, 260, 150, 140]], (400, 400), Preprocessing(size), patch, alpha=1.0, sigma=2.0)
+    rows = region_bias_rows(
+        [[0, 0, 300, 200], [250, 260, 150, 140]], (400, 400), Preprocessing(size), patch, alpha=1.0, sigma=2.0
+    )
     assert rows.shape == (2, grid * grid + 1)
     last_token = rows[1, 1:].reshape(grid, grid)
     assert last_token[-1, -1] > 0 and last_token[0, 0] == 0  # the second box reaches the bottom-right corner

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 import falip
-from falip.cli import cli
+from falip.cli.app import cli
 from falip.datasets import ClsDataset, ClsExample, RecExpression, RecImage
 from falip.errors import FalipError
 from falip.evaluation import runner as runner_module
@@ -21,7 +21,10 @@ def rec_images(count=4):
     for i in range(count):
         image = rng.integers(0, 255, size=(40, 48, 3), dtype=np.uint8)
         boxes = [[0, 0, 20, 20], [24, 4, 20, 30], [5, 22, 12, 12]]
-        exprs = [RecExpression(f"{i}:{j}", text, [boxes[j]]) for j, text in enumerate((f"red {i}", f"blue thing {i}"))]
+        exprs = [
+            RecExpression(f"{i}:{j}", text, [boxes[j]])
+            for j, text in enumerate((f"red {i}", f"blue thing {i}"))
+        ]
         out.append(RecImage(f"img{i}", (lambda im=image: im), boxes, exprs))
     return out
 
@@ -32,11 +35,19 @@ def tiny(hf_dir):
 
 
 def config(**changes):
-    base = dict(task="rec", dataset="fixture", models=["tiny"], methods=["plain", "falip", "ours-mean-q", "crop"], alpha=2.0)
+    base = dict(
+        task="rec",
+        dataset="fixture",
+        models=["tiny"],
+        methods=["plain", "falip", "ours-mean-q", "crop"],
+        alpha=2.0,
+    )
     return RunConfig(**{**base, **changes})
 
 
-def test_interrupted_run_resumes_where_it_stopped_and_matches_an_uninterrupted_one(tiny, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_where_it_stopped_and_matches_an_uninterrupted_one(
+    tiny, tmp_path, monkeypatch
+):
     full = run_rec(tiny, rec_images(), config(), tmp_path / "full", progress=False)
 
     calls = {"n": 0}
@@ -87,7 +98,9 @@ def test_subtract_and_ensemble_match_a_recomputation(tiny, tmp_path):
 
     images = rec_images(3)
     pool = [e.text for i in images for e in i.expressions]
-    summary = run_rec(tiny, images, config(methods=["falip", "blur"], subtract=3, ensemble="sum"), tmp_path, progress=False)
+    summary = run_rec(
+        tiny, images, config(methods=["falip", "blur"], subtract=3, ensemble="sum"), tmp_path, progress=False
+    )
     assert set(summary) == {"tiny:falip", "tiny:blur", "ensemble"}
     model = tiny["tiny"]
     scale = model.backbone.logit_scale.exp().item()
@@ -108,10 +121,24 @@ def test_subtract_and_ensemble_match_a_recomputation(tiny, tmp_path):
 
 def test_classification_top1_top5_and_worst_group(tiny, tmp_path):
     rng = np.random.default_rng(1)
-    examples = [ClsExample(str(i), (lambda im=rng.integers(0, 255, (40, 48, 3), dtype=np.uint8): im), [4, 4, 20, 20], i % 3, f"g{i % 2}")
-                for i in range(6)]
+    examples = [
+        ClsExample(
+            str(i),
+            (lambda im=rng.integers(0, 255, (40, 48, 3), dtype=np.uint8): im),
+            [4, 4, 20, 20],
+            i % 3,
+            f"g{i % 2}",
+        )
+        for i in range(6)
+    ]
     data = ClsDataset(["a", "b", "c"], examples)
-    summary = run_cls(tiny, data, config(task="cls", methods=["plain", "falip"], templates="photo"), tmp_path, progress=False)
+    summary = run_cls(
+        tiny,
+        data,
+        config(task="cls", methods=["plain", "falip"], templates="photo"),
+        tmp_path,
+        progress=False,
+    )
     assert summary["tiny:plain"]["top5"]["accuracy"] == 1.0  # 3 classes: always in the top 5
     assert summary["tiny:falip"]["top1"]["n"] == 6
     assert summary["tiny:falip"]["worst_group"]["group"] in ("g0", "g1")
@@ -130,18 +157,60 @@ def test_summary_counts_fractions_and_intervals():
 def test_cli_eval_on_the_scene_world(tmp_path):
     out = tmp_path / "rec"
     runner = CliRunner()
-    result = runner.invoke(cli, ["eval", "rec", "scenes", "--count", "3", "--method", "plain,falip,red_circle+falip", "--out", str(out), "--quiet"])
+    result = runner.invoke(
+        cli,
+        [
+            "eval",
+            "rec",
+            "scenes",
+            "--count",
+            "3",
+            "--method",
+            "plain,falip,red_circle+falip",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "toy:red_circle+falip" in result.output and (out / "summary.md").is_file()
-    again = runner.invoke(cli, ["eval", "rec", "scenes", "--count", "3", "--method", "plain,falip,red_circle+falip", "--out", str(out), "--quiet"])
+    again = runner.invoke(
+        cli,
+        [
+            "eval",
+            "rec",
+            "scenes",
+            "--count",
+            "3",
+            "--method",
+            "plain,falip,red_circle+falip",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+    )
     assert again.exit_code == 0 and again.output == result.output  # resumed: nothing left, same table
     bad = runner.invoke(cli, ["eval", "rec", "scenes", "--method", "arrow", "--out", str(tmp_path / "x")])
     assert isinstance(bad.exception, FalipError) and "unknown method 'arrow'" in str(bad.exception)
     listed = runner.invoke(cli, ["eval", "methods"])
     names = set(listed.output.split())
-    assert {"falip", "feature-mask", "replace-v", "replace-qk", "pasta", "blur_ellipse", "red_circle+blur", "cpt", "red_circle+falip"} <= names
+    assert {
+        "falip",
+        "feature-mask",
+        "replace-v",
+        "replace-qk",
+        "pasta",
+        "blur_ellipse",
+        "red_circle+blur",
+        "cpt",
+        "red_circle+falip",
+    } <= names
     assert {f"red_circle_e{e}" for e in (5, 10, 20, 30, 40, 50, 100, 150, 200)} <= names
-    assert {"ours-mean-q", "ours-hard-kv"} <= names and not {"replace-q", "replace-kv", "red_circle_enlarged"} & names
+    assert {"ours-mean-q", "ours-hard-kv"} <= names and not {
+        "replace-q",
+        "replace-kv",
+        "red_circle_enlarged",
+    } & names
 
 
 def test_rec_benchmark_smoke_run_reports_same_picks():
@@ -153,13 +222,37 @@ def test_rec_benchmark_smoke_run_reports_same_picks():
 
 def test_cli_subtract_alone_means_500_negatives_and_pasta_options_reach_the_run(tmp_path):
     runner = CliRunner()
-    args = ["eval", "rec", "scenes", "--count", "2", "--method", "pasta", "--subtract", "--pasta-heads", "10:1,11:0",
-            "--pasta-scale", "0.1", "--ensemble", "softmax-sum", "--out", str(tmp_path / "a"), "--quiet"]
+    args = [
+        "eval",
+        "rec",
+        "scenes",
+        "--count",
+        "2",
+        "--method",
+        "pasta",
+        "--subtract",
+        "--pasta-heads",
+        "10:1,11:0",
+        "--pasta-scale",
+        "0.1",
+        "--ensemble",
+        "softmax-sum",
+        "--out",
+        str(tmp_path / "a"),
+        "--quiet",
+    ]
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "a" / "config.json").read_text())
-    assert (saved["subtract"], saved["pasta_heads"], saved["pasta_scale"], saved["ensemble"]) == (500, "10:1,11:0", 0.1, "softmax-sum")
-    ten = runner.invoke(cli, args[:7] + ["--subtract", "--negatives", "10", "--out", str(tmp_path / "b"), "--quiet"])
+    assert (saved["subtract"], saved["pasta_heads"], saved["pasta_scale"], saved["ensemble"]) == (
+        500,
+        "10:1,11:0",
+        0.1,
+        "softmax-sum",
+    )
+    ten = runner.invoke(
+        cli, args[:7] + ["--subtract", "--negatives", "10", "--out", str(tmp_path / "b"), "--quiet"]
+    )
     assert ten.exit_code == 0 and json.loads((tmp_path / "b" / "config.json").read_text())["subtract"] == 10
     bad = runner.invoke(cli, args[:7] + ["--pasta-heads", "12:0", "--out", str(tmp_path / "c"), "--quiet"])
     assert isinstance(bad.exception, FalipError) and "does not exist" in str(bad.exception)
@@ -170,10 +263,21 @@ def test_torchrun_with_two_processes_equals_one_process_and_resumes(tmp_path):
     import sys
 
     args = ["eval", "rec", "scenes", "--count", "5", "--method", "plain,falip", "--quiet"]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "falip"]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "falip",
+    ]
     single = CliRunner().invoke(cli, args + ["--out", str(tmp_path / "single")])
     assert single.exit_code == 0, single.output
-    two = subprocess.run(torchrun + args + ["--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=600)
+    two = subprocess.run(
+        torchrun + args + ["--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=600
+    )
     assert two.returncode == 0, two.stderr
     for name in ("results.jsonl", "summary.json", "summary.md"):
         assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "single" / name).read_bytes(), name
@@ -190,8 +294,12 @@ def test_torchrun_with_two_processes_equals_one_process_and_resumes(tmp_path):
     (resumed / "config.json").write_bytes((tmp_path / "single" / "config.json").read_bytes())
     lines = (tmp_path / "single" / "results.jsonl").read_text().splitlines()
     (resumed / "results.rank0.jsonl").write_text("\n".join(lines[:2]) + "\n")
-    (resumed / "results.rank1.jsonl").write_text("\n".join(lines[4:6]) + "\n" + lines[6][:10])  # and a line cut short
-    again = subprocess.run(torchrun + args + ["--out", str(resumed)], capture_output=True, text=True, timeout=600)
+    (resumed / "results.rank1.jsonl").write_text(
+        "\n".join(lines[4:6]) + "\n" + lines[6][:10]
+    )  # and a line cut short
+    again = subprocess.run(
+        torchrun + args + ["--out", str(resumed)], capture_output=True, text=True, timeout=600
+    )
     assert again.returncode == 0, again.stderr
     assert (resumed / "results.jsonl").read_bytes() == (tmp_path / "single" / "results.jsonl").read_bytes()
     assert (resumed / "summary.json").read_bytes() == (tmp_path / "single" / "summary.json").read_bytes()
@@ -203,5 +311,7 @@ def test_the_commands_that_do_not_shard_refuse_torchrun(monkeypatch, tmp_path):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(FalipError, match="falip heads rank runs in one process"):
         single_process("falip heads rank")
-    result = CliRunner().invoke(cli, ["heads", "rank", "scenes", "--count", "1", "--out", str(tmp_path), "--quiet"])
+    result = CliRunner().invoke(
+        cli, ["heads", "rank", "scenes", "--count", "1", "--out", str(tmp_path), "--quiet"]
+    )
     assert isinstance(result.exception, FalipError) and "start it without torchrun" in str(result.exception)

@@ -3,7 +3,7 @@
 import pytest
 
 import falip
-from falip.scenes.evaluate import Accuracy, Evaluator, Setting, Split, rec_chance, rec_groups
+from falip.toy.evaluate import Accuracy, Evaluator, Setting, Split, rec_chance, rec_groups
 
 
 def test_wilson_interval():
@@ -41,7 +41,9 @@ def test_without_a_region_prompt_every_box_ties_and_the_first_wins(hf_dir):
     assert res["rec"].total == len(exprs)
     assert res["rec"].correct == sum(e[0] == 0 for _, e in exprs)  # identical scores: argmax is box 0
     assert res["rec_attribute"].total + res["rec_relational"].total == len(exprs)
-    assert res["rec_colour"].total == sum(any(c in e[1] for c in ("red", "green", "blue", "yellow", "purple", "orange")) for _, e in exprs)
+    assert res["rec_colour"].total == sum(
+        any(c in e[1] for c in ("red", "green", "blue", "yellow", "purple", "orange")) for _, e in exprs
+    )
     assert res["rec_shape"].correct == sum(e[0] == 0 for _, e in exprs if len(e[1].split()) == 2)
     assert res["region_cls"].total == sum(len(s.objects) for s in split.multis)
     assert ev.naming(split.singles).total == 6
@@ -51,7 +53,7 @@ def test_linear_probe_finds_what_the_features_encode():
     """A fake model whose image feature is the colour alone: colour is read perfectly, shape is not."""
     import torch
 
-    from falip.scenes.evaluate import linear_probe
+    from falip.toy.evaluate import linear_probe
 
     class ColourOnly:
         def encode_image(self, images):  # the RGB of the most saturated pixel: the object's colour

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 import falip
-from falip.decompose import decompose, joint_parts
-from falip.masks import attention_bias
+from falip.engine.decompose import decompose, joint_parts
+from falip.engine.unleash import head_deltas, unleash_features
+from falip.inputs.masks import attention_bias
 from falip.tasks.methods import region_features
-from falip.unleash import head_deltas, unleash_features
 
 LAST4 = [2, 3, 4, 5]
 
@@ -41,7 +41,13 @@ def test_the_terms_sum_to_the_residual_and_the_projected_terms_to_encode_image(t
     for layer in (1, 5):  # per token, the head terms again
         assert relative(parts.tokens[layer].sum(2), parts.heads[:, layer]) < 1e-5
     joint = joint_parts(visual, parts)
-    total = joint["embedding"] + joint["heads"].sum((1, 2)) + joint["attn_bias"].sum(1) + joint["mlp"].sum(1) + joint["ln_bias"]
+    total = (
+        joint["embedding"]
+        + joint["heads"].sum((1, 2))
+        + joint["attn_bias"].sum(1)
+        + joint["mlp"].sum(1)
+        + joint["ln_bias"]
+    )
     assert relative(total, features) < 1e-5
     assert relative(joint["tokens_5"].sum(2), joint["heads"][:, 5]) < 1e-5
 
@@ -69,6 +75,7 @@ def test_a_head_term_is_that_heads_share_of_the_attention_output(tiny_backbone, 
 def slow_unleash(visual, original, prompted, layers):
     """Two plain forwards; the prompted one's final [CLS] plus, in `layers`, its [CLS] attention
     output minus the original's, then ln_post and the projection."""
+
     def run(pixels):
         x, outputs = visual.embed(pixels), {}
         for index, block in enumerate(visual.blocks):
@@ -97,7 +104,12 @@ def test_unleash_with_an_unchanged_image_is_plain_and_every_head_is_the_default(
     original, prompted = images
     with torch.no_grad():
         plain = visual(original)
-    assert relative(unleash_features(visual, original, original.expand(2, -1, -1, -1), LAST4), plain.expand(2, -1)) < 1e-5
+    assert (
+        relative(
+            unleash_features(visual, original, original.expand(2, -1, -1, -1), LAST4), plain.expand(2, -1)
+        )
+        < 1e-5
+    )
     every = [(layer, head) for layer in LAST4 for head in range(visual.cfg.heads)]
     default = unleash_features(visual, original, prompted, LAST4)
     assert relative(unleash_features(visual, original, prompted, LAST4, heads=every), default) < 1e-6
@@ -125,8 +137,12 @@ def test_unleash_methods_through_the_model(hf_dir):
     assert unleashed.shape == (2, 16) and torch.allclose(unleashed.norm(dim=1), torch.ones(2))
     assert not torch.allclose(unleashed, red, atol=1e-4)
     every = ",".join(f"{layer}:{head}" for layer in (4, 5) for head in range(4))
-    assert torch.allclose(region_features(model, image, boxes, "red_circle+unleash", unleash_heads=every), unleashed, atol=1e-6)
-    assert not torch.allclose(region_features(model, image, boxes, "red_circle+unleash", unleash_layers=[5]), unleashed, atol=1e-4)
+    assert torch.allclose(
+        region_features(model, image, boxes, "red_circle+unleash", unleash_heads=every), unleashed, atol=1e-6
+    )
+    assert not torch.allclose(
+        region_features(model, image, boxes, "red_circle+unleash", unleash_layers=[5]), unleashed, atol=1e-4
+    )
     both = region_features(model, image, boxes, "red_circle+blur+unleash")
     assert not torch.allclose(both, unleashed, atol=1e-4)
 
@@ -137,7 +153,7 @@ def test_heads_rank_writes_the_csv_and_the_png_and_resumes(tmp_path):
 
     from click.testing import CliRunner
 
-    from falip.cli import cli
+    from falip.cli.app import cli
 
     args = ["heads", "rank", "scenes", "--count", "3", "--out", str(tmp_path), "--quiet", "--top", "3"]
     result = CliRunner().invoke(cli, args + ["--limit", "2"])
@@ -154,8 +170,8 @@ def test_heads_rank_writes_the_csv_and_the_png_and_resumes(tmp_path):
     assert effects == sorted(effects, reverse=True) and effects[0] > 0
     # the effect is the mean over regions of ||G' - G||, recomputed here for one head
     from falip.datasets import open_rec, read_image
-    from falip.preprocess import open_image
-    from falip.regions import to_xyxy
+    from falip.inputs.images import open_image
+    from falip.inputs.regions import to_xyxy
     from falip.tasks.visual_prompts import red_circle
 
     layer, head = int(rows[0]["layer"]), int(rows[0]["head"])
@@ -164,7 +180,9 @@ def test_heads_rank_writes_the_csv_and_the_png_and_resumes(tmp_path):
         image = open_image(read_image(item.image))
         original = decompose(model.backbone.visual, model.pixels(image)).heads[0, layer, head]
         for box in item.boxes:
-            edited = decompose(model.backbone.visual, model.pixels(red_circle(image, to_xyxy(box)))).heads[0, layer, head]
+            edited = decompose(model.backbone.visual, model.pixels(red_circle(image, to_xyxy(box)))).heads[
+                0, layer, head
+            ]
             norms.append((edited - original).norm().item())
     assert float(rows[0]["effect"]) == pytest.approx(np.mean(norms), rel=1e-4)
     assert (tmp_path / "heads.png").stat().st_size > 5000
@@ -174,9 +192,9 @@ def test_heads_rank_writes_the_csv_and_the_png_and_resumes(tmp_path):
 def test_explain_writes_every_picture_for_a_scene_and_returns_the_arrays(tmp_path):
     from click.testing import CliRunner
 
-    from falip.cli import cli
-    from falip.explain import explain
-    from falip.scenes import make_scene
+    from falip.cli.app import cli
+    from falip.datasets.scene_world import make_scene
+    from falip.viz.explain import explain
 
     result = CliRunner().invoke(cli, ["explain", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
@@ -191,14 +209,17 @@ def test_explain_writes_every_picture_for_a_scene_and_returns_the_arrays(tmp_pat
     inside = model.region_rows(scene.pil().size, [box], alpha=1.0)[0, 1:].reshape(grid, grid).numpy() > 0
     share = {k: arrays[k][inside].sum() / arrays[k].sum() for k in ("attention_plain", "attention_falip")}
     assert share["attention_falip"] > share["attention_plain"] + 0.05  # alpha 5: [CLS] looks at the box
-    assert arrays["mask_alpha0.2_sigma1"].max() == pytest.approx(0.2, rel=0.06) and not arrays["mask_alpha0.2_sigma1"][~inside].any()
+    assert (
+        arrays["mask_alpha0.2_sigma1"].max() == pytest.approx(0.2, rel=0.06)
+        and not arrays["mask_alpha0.2_sigma1"][~inside].any()
+    )
     assert "contribution_original" not in arrays  # no text, no contributions
     bad = CliRunner().invoke(cli, ["explain", "--head", "30:0", "--out", str(tmp_path)])
     assert "does not exist" in str(bad.exception)
 
 
 def test_chefer_relevance_equals_a_plain_gradient_computation(tiny_backbone, images):
-    from falip.decompose import gradient_relevance
+    from falip.engine.decompose import gradient_relevance
     from test_two_stream_and_pasta import slow_attention
 
     visual = tiny_backbone.visual

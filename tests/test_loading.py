@@ -11,7 +11,6 @@ from safetensors.torch import save_file
 
 import falip
 from conftest import hub_cache, image_array, make_hf_dir, openai_state_dict, run_with_hub_unreachable
-
 from falip.backbones import ClipBackbone
 
 IMAGE = image_array(48, 40)
@@ -77,7 +76,10 @@ def check_same_as(backbone: ClipBackbone, model: falip.FalipModel):
 def test_openai_safetensors_and_state_dict_pt(tmp_path, tiny_backbone, tiny_openai):
     save_file({k: v.half() for k, v in tiny_openai.items()}, tmp_path / "clip.safetensors")
     model = falip.load(tmp_path / "clip.safetensors")
-    assert (model.backbone.cfg.vision.heads, model.backbone.cfg.vision.layers) == (1, 6)  # width // 64, as OpenAI
+    assert (model.backbone.cfg.vision.heads, model.backbone.cfg.vision.layers) == (
+        1,
+        6,
+    )  # width // 64, as OpenAI
     reference = ClipBackbone(model.backbone.cfg)  # one head per 64 channels, weights as stored (fp16)
     reference.load_state_dict({k: v.half().float() for k, v in tiny_backbone.state_dict().items()})
     check_same_as(reference.eval(), model)
@@ -126,8 +128,16 @@ def test_tokenizer_is_required_only_for_strings(tmp_path, tiny_openai):
     [
         (lambda p: p / "missing.pt", "not found"),
         (lambda p: p / "nested" / "dir" / "model", "not found"),
-        (lambda p: (p / "junk.pt").write_bytes(os.urandom(256)) and p / "junk.pt", "not a PyTorch checkpoint"),
-        (lambda p: (p / "junk.safetensors").write_bytes(b"\x10\x00" + os.urandom(64)) and p / "junk.safetensors", "corrupt"),
+        (
+            lambda p: (p / "junk.pt").write_bytes(os.urandom(256)) and p / "junk.pt",
+            "not a PyTorch checkpoint",
+        ),
+        (
+            lambda p: (
+                (p / "junk.safetensors").write_bytes(b"\x10\x00" + os.urandom(64)) and p / "junk.safetensors"
+            ),
+            "corrupt",
+        ),
         (lambda p: (p / "empty").mkdir() or p / "empty", "no CLIP checkpoint"),
         (lambda p: (p / "notes.txt").write_text("hi") and p / "notes.txt", "no CLIP checkpoint"),
     ],
@@ -139,7 +149,10 @@ def test_bad_inputs_fail_with_one_clear_line(tmp_path, make, message):
 
 
 def test_resnet_and_truncated_checkpoints_are_named(tmp_path, tiny_openai):
-    save_file({"visual.layer1.0.conv1.weight": torch.zeros(4, 4, 1, 1), "text_projection": torch.zeros(4, 4)}, tmp_path / "rn.safetensors")
+    save_file(
+        {"visual.layer1.0.conv1.weight": torch.zeros(4, 4, 1, 1), "text_projection": torch.zeros(4, 4)},
+        tmp_path / "rn.safetensors",
+    )
     with pytest.raises(falip.FalipError, match="ResNet"):
         falip.load(tmp_path / "rn.safetensors")
     partial = {k: v for k, v in tiny_openai.items() if "resblocks.3.mlp" not in k}
@@ -165,17 +178,28 @@ def test_hf_directory_with_corrupt_weights(tmp_path, hf_dir):
 
 def test_hub_id_offline_fails_clearly(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    code = "import falip\ntry:\n    falip.load('openai/clip-vit-base-patch16')\nexcept falip.FalipError as e:\n    print('ERR', e)"
+    code = (
+        "import falip\ntry:\n    falip.load('openai/clip-vit-base-patch16')\n"
+        "except falip.FalipError as e:\n    print('ERR', e)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
-    assert "ERR 'openai/clip-vit-base-patch16' is not a local path, not in the Hugging Face cache" in out.stdout, out.stderr
+    assert (
+        "ERR 'openai/clip-vit-base-patch16' is not a local path, not in the Hugging Face cache" in out.stdout
+    ), out.stderr
 
 
 def test_a_cached_hub_id_loads_offline_and_an_uncached_one_fails_without_retries(tmp_path):
     env = hub_cache(tmp_path, "someone/tiny-clip", make_hf_dir)
-    out = run_with_hub_unreachable(env, "m = falip.load('someone/tiny-clip')\nprint('LOADED', m.encode_text(['a cat']).shape[1])\n"
-                                        "try:\n    falip.load('someone/missing-clip')\nexcept falip.FalipError as e:\n    print('ERR', e)")
+    out = run_with_hub_unreachable(
+        env,
+        "m = falip.load('someone/tiny-clip')\nprint('LOADED', m.encode_text(['a cat']).shape[1])\n"
+        "try:\n    falip.load('someone/missing-clip')\nexcept falip.FalipError as e:\n    print('ERR', e)",
+    )
     assert "LOADED 16" in out.stdout, out.stderr
-    assert "ERR 'someone/missing-clip' is not a local path, not in the Hugging Face cache, and the hub cannot be reached" in out.stdout, out.stderr
+    assert (
+        "ERR 'someone/missing-clip' is not a local path, not in the Hugging Face cache, and the hub cannot "
+        "be reached" in out.stdout
+    ), out.stderr
 
 
 def test_dtype_and_device_are_validated(hf_dir):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from falip.masks import (
+from falip.inputs.masks import (
     TokenRect,
     attention_bias,
     bias_row,
@@ -31,13 +31,19 @@ def test_gaussian_follows_exp_minus_d2_over_2_sigma2_after_minmax():
     r = np.exp(-((rows - 2.5) ** 2 + (cols - 1.5) ** 2) / (2 * sigma**2))
     expected = 0.7 * (r - r.min()) / (r.max() - r.min())
     for numerics in ("authors", "exact"):
-        np.testing.assert_allclose(gaussian_patch(h, w, alpha=0.7, sigma=sigma, numerics=numerics), expected, atol=1e-5)
+        np.testing.assert_allclose(
+            gaussian_patch(h, w, alpha=0.7, sigma=sigma, numerics=numerics), expected, atol=1e-5
+        )
 
 
 def test_a_single_token_gets_alpha_exactly_or_with_the_authors_float32_overshoot():
-    assert gaussian_patch(1, 1, alpha=0.3, sigma=100.0, numerics="exact")[0, 0] == pytest.approx(0.3, rel=1e-6)
+    assert gaussian_patch(1, 1, alpha=0.3, sigma=100.0, numerics="exact")[0, 0] == pytest.approx(
+        0.3, rel=1e-6
+    )
     # float32: (0 + 1e-6) / ((1 + 1e-6) - 1) = 1e-6 / 9.5367e-7, as in the authors' code
-    assert gaussian_patch(1, 1, alpha=0.3, sigma=100.0)[0, 0] == pytest.approx(0.3 * 1e-6 / 9.5367431640625e-07, rel=1e-5)
+    assert gaussian_patch(1, 1, alpha=0.3, sigma=100.0)[0, 0] == pytest.approx(
+        0.3 * 1e-6 / 9.5367431640625e-07, rel=1e-5
+    )
 
 
 def test_the_two_numerics_differ_by_float32_rounding_only():

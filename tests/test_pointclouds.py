@@ -10,11 +10,11 @@ from click.testing import CliRunner
 
 import falip
 from conftest import SHARED
-from falip.cli import cli
+from falip.cli.app import cli
 from falip.datasets import open_clouds
 from falip.errors import FalipError
-from falip.projection import VIEW_ANGLES, depth_maps, foreground_box, normalise_cloud, rotation
 from falip.tasks.pointcloud import cloud_scores, search_view_weights, view_features, view_pixels, view_regions
+from falip.tasks.projection import VIEW_ANGLES, depth_maps, foreground_box, normalise_cloud, rotation
 
 MODELNET_SAMPLE = SHARED / "data" / "modelnet40-sample"
 
@@ -27,7 +27,9 @@ def sphere(radius: float, count: int, seed: int = 0) -> np.ndarray:
 def test_a_sphere_projects_to_a_disc_of_the_perspective_radius_in_every_view():
     radius, distance = 0.5, 1.6
     maps = depth_maps(sphere(radius, 200_000))
-    expected = radius / math.sqrt(distance**2 - radius**2) * 64  # tangent rays: the silhouette's radius in pixels
+    expected = (
+        radius / math.sqrt(distance**2 - radius**2) * 64
+    )  # tangent rays: the silhouette's radius in pixels
     rows, cols = np.mgrid[0:128, 0:128]
     r = np.hypot(rows - 64, cols - 64)
     for view in maps:  # a sphere at the origin looks the same from all six views
@@ -44,11 +46,16 @@ def test_a_sphere_projects_to_a_disc_of_the_perspective_radius_in_every_view():
 def test_a_square_facing_the_camera_is_a_square_at_its_depth():
     rng = np.random.default_rng(1)
     side, z = 0.3, -0.2  # the square |x|, |y| <= 0.3 at z = -0.2: 1.4 from the camera in view 1
-    square = np.column_stack([rng.uniform(-side, side, 100_000), rng.uniform(-side, side, 100_000), np.full(100_000, z)])
+    square = np.column_stack(
+        [rng.uniform(-side, side, 100_000), rng.uniform(-side, side, 100_000), np.full(100_000, z)]
+    )
     front = depth_maps(square)[0]
     assert np.allclose(front[front > 0], 1.6 + z)  # every point at the same depth
     half = side / (1.6 + z) * 64  # the square's half-width on the image, in pixels
-    first, last = math.ceil(64 - half - 0.5), math.ceil(64 + half - 0.5)  # the pixels PointCLIP rounds its edges to
+    first, last = (
+        math.ceil(64 - half - 0.5),
+        math.ceil(64 + half - 0.5),
+    )  # the pixels PointCLIP rounds its edges to
     assert foreground_box(front) == (first, first, last + 1, last + 1)
 
 
@@ -68,7 +75,9 @@ def test_a_cube_shows_its_front_face_as_the_silhouette_in_every_view():
         assert foreground_box(view) == (first, first, last + 1, last + 1)
         # the front (z = 1.3) and back (z = 1.9) faces land on the centre; a pixel covers z^2 of a face's area
         weights = np.array([1.3**2, 1.9**2])
-        assert view[60:69, 60:69].mean() == pytest.approx(weights.sum() / (weights / np.array([1.3, 1.9])).sum(), rel=0.02)
+        assert view[60:69, 60:69].mean() == pytest.approx(
+            weights.sum() / (weights / np.array([1.3, 1.9])).sum(), rel=0.02
+        )
 
 
 def test_depth_maps_equal_a_point_by_point_projection():
@@ -92,8 +101,12 @@ def test_views_regions_and_scores():
     maps = depth_maps(sphere(0.5, 5000))
     maps[3] = 0  # a view no point reached
     pixels = view_pixels(maps, 224)
-    assert pixels.shape == (6, 3, 224, 224) and pixels[0, 0, 112, 112] == pytest.approx(float(maps[0, 64, 64]), rel=0.05)
-    assert pixels[0, :, 0, 0].abs().max() == 0  # raw depths: the background stays 0 (PointCLIP feeds no normalisation)
+    assert pixels.shape == (6, 3, 224, 224) and pixels[0, 0, 112, 112] == pytest.approx(
+        float(maps[0, 64, 64]), rel=0.05
+    )
+    assert (
+        pixels[0, :, 0, 0].abs().max() == 0
+    )  # raw depths: the background stays 0 (PointCLIP feeds no normalisation)
     regions = view_regions(maps, 224)
     assert regions[3] is None and len(regions[0]) == 4
     x, y, w, h = regions[0]
@@ -119,10 +132,18 @@ def test_view_weight_search_finds_the_informative_view():
 
 def test_prepared_inputs_equal_encode_regions_on_the_same_image(hf_dir):
     model = falip.load(hf_dir)
-    image = np.random.default_rng(0).integers(0, 255, size=(32, 32, 3), dtype=np.uint8)  # the model's own size
+    image = np.random.default_rng(0).integers(
+        0, 255, size=(32, 32, 3), dtype=np.uint8
+    )  # the model's own size
     box = [4, 6, 15, 12]
-    assert torch.allclose(model.encode_prepared(model.pixels(image), [box], alpha=2.0), model.encode_regions(image, [box], alpha=2.0), atol=1e-6)
-    assert torch.allclose(model.encode_prepared(model.pixels(image), [None]), model.encode_image(image), atol=1e-5)
+    assert torch.allclose(
+        model.encode_prepared(model.pixels(image), [box], alpha=2.0),
+        model.encode_regions(image, [box], alpha=2.0),
+        atol=1e-6,
+    )
+    assert torch.allclose(
+        model.encode_prepared(model.pixels(image), [None]), model.encode_image(image), atol=1e-5
+    )
     with pytest.raises(FalipError, match="one region"):
         model.encode_prepared(model.pixels(image), [box, box])
 
@@ -135,7 +156,9 @@ def write_normal_resampled(root, names=("chair_0001", "table_0002"), split="test
         cls = name.rsplit("_", 1)[0]
         (root / cls).mkdir(exist_ok=True)
         cloud = np.random.default_rng(i).normal(size=(50, 6))
-        (root / cls / f"{name}.txt").write_text("\n".join(",".join(f"{v:.6f}" for v in row) for row in cloud) + "\n")
+        (root / cls / f"{name}.txt").write_text(
+            "\n".join(",".join(f"{v:.6f}" for v in row) for row in cloud) + "\n"
+        )
     return root
 
 
@@ -150,7 +173,9 @@ def write_h5(path, count=3, classes=2, points=2048):
 
 
 def test_modelnet40_in_both_layouts_and_its_errors(tmp_path):
-    text = open_clouds("modelnet40", root=str(write_normal_resampled(tmp_path / "txt")), split="test", points=64)
+    text = open_clouds(
+        "modelnet40", root=str(write_normal_resampled(tmp_path / "txt")), split="test", points=64
+    )
     assert text.classes == ["chair", "table"] and [e.label for e in text.examples] == [0, 1]
     cloud = text.cloud(text.examples[0])
     assert cloud.shape == (64, 3) and np.linalg.norm(cloud, axis=1).max() == pytest.approx(1.0)
@@ -179,7 +204,10 @@ def test_scanobjectnn_variants(tmp_path):
     write_h5(root / "main_split_nobg" / "test_objectdataset.h5", count=4, classes=15)
     write_h5(root / "main_split" / "test_objectdataset.h5", count=2, classes=15)
     write_h5(root / "main_split" / "test_objectdataset_augmentedrot_scale75.h5", count=5, classes=15)
-    counts = {v: len(open_clouds("scanobjectnn", root=str(tmp_path), variant=v).examples) for v in ("obj_only", "obj_bg", "pb_t50_rs")}
+    counts = {
+        v: len(open_clouds("scanobjectnn", root=str(tmp_path), variant=v).examples)
+        for v in ("obj_only", "obj_bg", "pb_t50_rs")
+    }
     assert counts == {"obj_only": 4, "obj_bg": 2, "pb_t50_rs": 5}
     data = open_clouds("scanobjectnn", root=str(root))
     assert data.classes[0] == "bag" and data.classes[-1] == "toilet" and len(data.classes) == 15
@@ -202,12 +230,30 @@ def test_the_real_modelnet40_sample_loads_and_projects(sample):
     assert maps.shape == (6, 128, 128) and all((m > 0).sum() > 200 for m in maps)
     model = falip.load()
     plain, focused = view_features(model, maps, "plain"), view_features(model, maps, "falip", alpha=4.0)
-    assert plain.shape == (6, model.backbone.cfg.vision.output_dim) and not torch.allclose(plain, focused, atol=1e-4)
+    assert plain.shape == (6, model.backbone.cfg.vision.output_dim) and not torch.allclose(
+        plain, focused, atol=1e-4
+    )
 
 
 def test_eval_pointcloud_on_the_real_sample_resumes_and_refuses_to_search_on_the_test_split(sample, tmp_path):
-    args = ["eval", "pointcloud", "modelnet40", "--root", str(sample), "--split", "sample", "--method", "plain,falip",
-            "--out", str(tmp_path), "--limit", "3", "--quiet", "--pictures", "1"]
+    args = [
+        "eval",
+        "pointcloud",
+        "modelnet40",
+        "--root",
+        str(sample),
+        "--split",
+        "sample",
+        "--method",
+        "plain,falip",
+        "--out",
+        str(tmp_path),
+        "--limit",
+        "3",
+        "--quiet",
+        "--pictures",
+        "1",
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -225,11 +271,13 @@ def test_eval_pointcloud_on_the_real_sample_resumes_and_refuses_to_search_on_the
 
 
 def test_pointclip_v2_realistic_projection():
-    from falip.projection import realistic_maps
     from falip.tasks.pointcloud import cloud_views
+    from falip.tasks.projection import realistic_maps
 
     maps, foreground = realistic_maps(np.zeros((5, 3)))  # one point, five times
-    assert maps.shape == (10, 110, 110) and foreground.shape == maps.shape  # 112 cells, 7 x 7 max filter padded by 2
+    assert (
+        maps.shape == (10, 110, 110) and foreground.shape == maps.shape
+    )  # 112 cells, 7 x 7 max filter padded by 2
     for view, mask in zip(maps, foreground):
         assert mask.sum() == 81  # one cell, densified to 7 x 7, smoothed by a 3 x 3 Gaussian: 9 x 9
         assert view.min() == 0.0 and (view[~mask] == 1.0).all() and (view[mask] < 1).all()
@@ -242,8 +290,24 @@ def test_pointclip_v2_realistic_projection():
 
 
 def test_eval_pointcloud_with_the_realistic_projection(sample, tmp_path):
-    args = ["eval", "pointcloud", "modelnet40", "--root", str(sample), "--split", "sample", "--method", "plain,falip",
-            "--projection", "realistic", "--out", str(tmp_path), "--limit", "2", "--quiet"]
+    args = [
+        "eval",
+        "pointcloud",
+        "modelnet40",
+        "--root",
+        str(sample),
+        "--split",
+        "sample",
+        "--method",
+        "plain,falip",
+        "--projection",
+        "realistic",
+        "--out",
+        str(tmp_path),
+        "--limit",
+        "2",
+        "--quiet",
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "config.json").read_text())["cloud_projection"] == "realistic"

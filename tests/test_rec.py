@@ -6,7 +6,8 @@ import torch
 
 import falip
 from falip.errors import FalipError
-from falip.tasks.methods import region_features as box_features, text_features
+from falip.tasks.methods import region_features as box_features
+from falip.tasks.methods import text_features
 from falip.tasks.rec import NegativeSampler, accuracy_at_iou, ensemble, iou, sample_negatives, subtract
 
 
@@ -35,7 +36,9 @@ def test_ensemble_sums_raw_logits_by_default_as_the_authors():
     assert ensemble([a, c]).argmax().item() == 0
     assert torch.allclose(ensemble([a, c], "softmax-sum"), torch.softmax(a, 0) + torch.softmax(c, 0))
     assert torch.allclose(ensemble([a, c], "max"), torch.maximum(a, c))
-    assert torch.allclose(ensemble([a, c], "softmax-max"), torch.maximum(torch.softmax(a, 0), torch.softmax(c, 0)))
+    assert torch.allclose(
+        ensemble([a, c], "softmax-max"), torch.maximum(torch.softmax(a, 0), torch.softmax(c, 0))
+    )
     with pytest.raises(FalipError):
         ensemble([a], "mean")
 
@@ -73,7 +76,10 @@ def test_combinations_ablations_masks_and_cpt_text(hf_dir):
     model = falip.load(hf_dir)
     image = np.random.default_rng(0).integers(0, 255, size=(40, 48, 3), dtype=np.uint8)
     boxes = [[0, 0, 20, 20], [20, 10, 28, 30]]
-    feats = {m: box_features(model, image, boxes, m, alpha=2.0) for m in ("falip", "red_circle", "red_circle+falip", "ours-mean-q", "ours-hard-kv", "feature-mask")}
+    feats = {
+        m: box_features(model, image, boxes, m, alpha=2.0)
+        for m in ("falip", "red_circle", "red_circle+falip", "ours-mean-q", "ours-hard-kv", "feature-mask")
+    }
     for a in feats:
         for b in feats:
             if a < b:
@@ -81,9 +87,13 @@ def test_combinations_ablations_masks_and_cpt_text(hf_dir):
     mask = np.zeros((40, 48), bool)
     mask[10:30, 20:40] = True
     as_box = box_features(model, image, [[20, 10, 20, 20]], "blur")
-    assert torch.allclose(box_features(model, image, [mask], "blur"), as_box, atol=1e-6)  # prompts use the mask's box
+    assert torch.allclose(
+        box_features(model, image, [mask], "blur"), as_box, atol=1e-6
+    )  # prompts use the mask's box
     assert not torch.allclose(box_features(model, image, [mask], "falip", alpha=2.0), as_box, atol=1e-4)
-    assert torch.allclose(text_features(model, ["the dog"], method="cpt"), text_features(model, ["the dog is in red color."]))
+    assert torch.allclose(
+        text_features(model, ["the dog"], method="cpt"), text_features(model, ["the dog is in red color."])
+    )
     with pytest.raises(FalipError, match="unknown method option"):
         box_features(model, image, boxes, "falip", alhpa=1.0)
 

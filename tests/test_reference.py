@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 import falip
-from falip.reference import TOLERANCES, check_reference
+from falip.paper.reference import TOLERANCES, check_reference
 
 
 @pytest.fixture(scope="module")
@@ -41,18 +41,22 @@ def test_alpha_zero_is_plain_clip(reference, ref_model):
     for b, im in enumerate(reference["meta"]["images"]):
         image = Image.open(reference["dir"] / im["file"]).convert("RGB")
         feats = ref_model.encode_regions(image, [[0, 0, 50, 50], [10, 10, 100, 80]], alpha=0.0).numpy()
-        err = np.linalg.norm(feats - reference["global_features"][b], axis=-1) / np.linalg.norm(reference["global_features"][b])
+        err = np.linalg.norm(feats - reference["global_features"][b], axis=-1) / np.linalg.norm(
+            reference["global_features"][b]
+        )
         assert err.max() <= 1e-5
 
 
 def test_logit_scale(reference, ref_model):
-    assert ref_model.backbone.logit_scale.exp().item() == pytest.approx(float(reference["logit_scale"]), rel=1e-6)
+    assert ref_model.backbone.logit_scale.exp().item() == pytest.approx(
+        float(reference["logit_scale"]), rel=1e-6
+    )
 
 
 def test_check_reference_command(reference, monkeypatch, capsys):
     import sys
 
-    from falip.cli import main
+    from falip.cli.app import main
 
     monkeypatch.setattr(sys, "argv", ["falip", "check-reference", str(reference["dir"])])
     main()

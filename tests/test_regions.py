@@ -6,9 +6,9 @@ import torch
 from PIL import Image
 
 from falip.errors import FalipError
-from falip.geometry import geometry_for
-from falip.preprocess import Preprocessing
-from falip.regions import region_bias_rows, to_xyxy
+from falip.inputs.geometry import geometry_for
+from falip.inputs.preprocess import Preprocessing
+from falip.inputs.regions import region_bias_rows, to_xyxy
 
 
 def rows_of(regions, size, mode="squash", **kw):
@@ -85,7 +85,9 @@ def test_a_mask_of_a_token_aligned_box_covers_the_same_tokens_as_the_box():
     by_mask = rows_of([mask], (224, 224))[0]
     by_box = rows_of([box], (224, 224), box_rule="overlap")[0]
     assert torch.allclose(by_mask, by_box)
-    assert support(rows_of([box], (224, 224))[0]) > support(by_box)  # the authors' rule adds a row and a column
+    assert support(rows_of([box], (224, 224))[0]) > support(
+        by_box
+    )  # the authors' rule adds a row and a column
 
 
 def test_a_free_form_mask_weights_edge_tokens_by_coverage():

@@ -15,13 +15,13 @@ from PIL import Image
 
 import falip
 from conftest import make_hf_dir
-from falip.cli import cli
+from falip.cli.app import cli
 from falip.datasets import open_cls, open_rec
 from falip.datasets.base import strict_data
 from falip.errors import FalipError
 from falip.evaluation.runner import RunConfig, run_cls, run_rec
 from falip.evaluation.store import ResultStore, write_atomic
-from falip.preprocess import open_image
+from falip.inputs.images import open_image
 from test_datasets import write_cub, write_image
 from test_eval import rec_images
 
@@ -34,32 +34,38 @@ def model(hf_dir):
     return falip.load(hf_dir)
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda m: m.encode_image(torch.zeros(2, 3, 16, 16)), "preprocessed pixels"),
-    (lambda m: m.encode_image(torch.zeros(3, 32)), "preprocessed pixels"),
-    (lambda m: m.encode_image(np.zeros((40, 48), np.uint8)), r"\(H, W, 3\) uint8"),
-    (lambda m: m.encode_image([]), "no image given"),
-    (lambda m: m.encode_text([]), "no text given"),
-    (lambda m: m.encode_text(["a", ""]), "empty or non-text caption"),
-    (lambda m: m.encode_regions(IMAGE, [[4, None, 20, 20]]), "a box needs 4 numbers"),
-    (lambda m: m.encode_regions(IMAGE, [[4, float("nan"), 20, 20]]), r"finite, got \[4, nan, 20, 20\]"),
-    (lambda m: m.encode_regions(IMAGE, [np.ones((40, 48, 3))]), r"mask must be 2-D"),
-    (lambda m: m.encode_regions(IMAGE, [BOX], layers=11), "layer 11 does not exist"),
-    (lambda m: m.encode_regions(IMAGE, [BOX], layers="5"), "layers must be an int or a list"),
-    (lambda m: m.encode_regions(IMAGE, [BOX], layers=[4.5]), "whole numbers"),
-    (lambda m: m.encode_regions(IMAGE, [BOX], alpha=float("nan")), "alpha must be finite"),
-    (lambda m: m.encode_regions(IMAGE, [BOX], alpha=float("inf")), "alpha must be finite"),
-    (lambda m: m.encode_regions(IMAGE, [BOX], sigma=float("nan")), "sigma must be finite"),
-    (lambda m: m.encode_regions(IMAGE, [BOX], sigma=0), "sigma must be positive"),
-    (lambda m: m.encode_regions(IMAGE, [BOX], chunk_size=0), "chunk_size must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda m: m.encode_image(torch.zeros(2, 3, 16, 16)), "preprocessed pixels"),
+        (lambda m: m.encode_image(torch.zeros(3, 32)), "preprocessed pixels"),
+        (lambda m: m.encode_image(np.zeros((40, 48), np.uint8)), r"\(H, W, 3\) uint8"),
+        (lambda m: m.encode_image([]), "no image given"),
+        (lambda m: m.encode_text([]), "no text given"),
+        (lambda m: m.encode_text(["a", ""]), "empty or non-text caption"),
+        (lambda m: m.encode_regions(IMAGE, [[4, None, 20, 20]]), "a box needs 4 numbers"),
+        (lambda m: m.encode_regions(IMAGE, [[4, float("nan"), 20, 20]]), r"finite, got \[4, nan, 20, 20\]"),
+        (lambda m: m.encode_regions(IMAGE, [np.ones((40, 48, 3))]), r"mask must be 2-D"),
+        (lambda m: m.encode_regions(IMAGE, [BOX], layers=11), "layer 11 does not exist"),
+        (lambda m: m.encode_regions(IMAGE, [BOX], layers="5"), "layers must be an int or a list"),
+        (lambda m: m.encode_regions(IMAGE, [BOX], layers=[4.5]), "whole numbers"),
+        (lambda m: m.encode_regions(IMAGE, [BOX], alpha=float("nan")), "alpha must be finite"),
+        (lambda m: m.encode_regions(IMAGE, [BOX], alpha=float("inf")), "alpha must be finite"),
+        (lambda m: m.encode_regions(IMAGE, [BOX], sigma=float("nan")), "sigma must be finite"),
+        (lambda m: m.encode_regions(IMAGE, [BOX], sigma=0), "sigma must be positive"),
+        (lambda m: m.encode_regions(IMAGE, [BOX], chunk_size=0), "chunk_size must be at least 1"),
+    ],
+)
 def test_api_input_is_checked(model, call, message):
     with pytest.raises(FalipError, match=message):
         call(model)
 
 
 def test_one_int_is_one_layer(model):
-    assert torch.allclose(model.encode_regions(IMAGE, [BOX], layers=5, alpha=2.0), model.encode_regions(IMAGE, [BOX], layers=[5], alpha=2.0))
+    assert torch.allclose(
+        model.encode_regions(IMAGE, [BOX], layers=5, alpha=2.0),
+        model.encode_regions(IMAGE, [BOX], layers=[5], alpha=2.0),
+    )
 
 
 def test_load_options_are_checked(hf_dir):
@@ -100,42 +106,68 @@ def test_a_checkpoint_without_tokenizer_files_refuses_text(tmp_path):
         model.encode_text(["a cat", "a dog"])
     image = tmp_path / "x.png"
     Image.fromarray(IMAGE).save(image)
-    result = subprocess.run([sys.executable, "-m", "falip", "score", str(image), "--model", str(folder), "--box", "4,4,20,20",
-                             "--text", "a cat"], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2 and result.stderr.strip().startswith("error:") and "no tokenizer" in result.stderr
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "falip",
+            "score",
+            str(image),
+            "--model",
+            str(folder),
+            "--box",
+            "4,4,20,20",
+            "--text",
+            "a cat",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert (
+        result.returncode == 2
+        and result.stderr.strip().startswith("error:")
+        and "no tokenizer" in result.stderr
+    )
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"template": "a photo"}, "REC template needs exactly one {}"),
-    ({"template": "{} and {}"}, "exactly one {}"),
-    ({"template": "a {name}"}, "exactly one {}"),
-    ({"templates": ["a {} of {}"]}, "class template needs exactly one {}"),
-    ({"iou": float("nan")}, "iou must be finite"),
-    ({"iou": 1.5}, r"iou must be in \[0, 1\)"),
-    ({"alpha": float("nan")}, "alpha must be finite"),
-    ({"sigma": -1.0}, "sigma must be positive"),
-    ({"subtract": -1}, "subtract must be at least 0"),
-    ({"ensemble": "mean"}, "unknown ensemble"),
-    ({"layers": "8"}, "layers must be an int or a list"),
-    ({"form": "row"}, "unknown mask form"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"template": "a photo"}, "REC template needs exactly one {}"),
+        ({"template": "{} and {}"}, "exactly one {}"),
+        ({"template": "a {name}"}, "exactly one {}"),
+        ({"templates": ["a {} of {}"]}, "class template needs exactly one {}"),
+        ({"iou": float("nan")}, "iou must be finite"),
+        ({"iou": 1.5}, r"iou must be in \[0, 1\)"),
+        ({"alpha": float("nan")}, "alpha must be finite"),
+        ({"sigma": -1.0}, "sigma must be positive"),
+        ({"subtract": -1}, "subtract must be at least 0"),
+        ({"ensemble": "mean"}, "unknown ensemble"),
+        ({"layers": "8"}, "layers must be an int or a list"),
+        ({"form": "row"}, "unknown mask form"),
+    ],
+)
 def test_run_settings_are_checked(change, message):
     base = dict(task="rec", dataset="x", models=["m"], methods=["falip"])
     with pytest.raises(FalipError, match=message):
         RunConfig(**{**base, **change})
 
 
-@pytest.mark.parametrize("args, message", [
-    (["eval", "rec", "scenes", "--limit", "-1"], "limit must be at least 1"),
-    (["eval", "rec", "scenes", "--count", "-5"], "count must be at least 1"),
-    (["eval", "rec", "scenes", "--iou", "1.5"], "iou must be in"),
-    (["eval", "rec", "scenes", "--alpha", "nan"], "alpha must be finite"),
-    (["eval", "rec", "scenes", "--subtract", "--negatives", "-1"], "--negatives must be at least 1"),
-    (["eval", "rec", "scenes", "--template", "a photo"], "exactly one {}"),
-    (["eval", "cls", "scenes", "--templates", "a {} {}"], "exactly one {}"),
-    (["eval", "rec", "scenes", "--pasta-heads", "30:0", "--method", "pasta"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["eval", "rec", "scenes", "--limit", "-1"], "limit must be at least 1"),
+        (["eval", "rec", "scenes", "--count", "-5"], "count must be at least 1"),
+        (["eval", "rec", "scenes", "--iou", "1.5"], "iou must be in"),
+        (["eval", "rec", "scenes", "--alpha", "nan"], "alpha must be finite"),
+        (["eval", "rec", "scenes", "--subtract", "--negatives", "-1"], "--negatives must be at least 1"),
+        (["eval", "rec", "scenes", "--template", "a photo"], "exactly one {}"),
+        (["eval", "cls", "scenes", "--templates", "a {} {}"], "exactly one {}"),
+        (["eval", "rec", "scenes", "--pasta-heads", "30:0", "--method", "pasta"], "does not exist"),
+    ],
+)
 def test_eval_options_are_checked_before_any_work(tmp_path, args, message):
     result = CliRunner().invoke(cli, args + ["--out", str(tmp_path / "out"), "--quiet"])
     assert isinstance(result.exception, FalipError) and message in str(result.exception), result.output
@@ -144,11 +176,15 @@ def test_eval_options_are_checked_before_any_work(tmp_path, args, message):
 def test_cli_lines_end_in_one_error_line_and_status_2(tmp_path):
     image = tmp_path / "x.png"
     Image.fromarray(IMAGE).save(image)
-    for args, message in ((["score", str(image), "--box", "1,,2,3,4", "--text", "a"], "--box must be comma-separated numbers"),
-                          (["score", str(image), "--box", "1,2,3,4", "--text", "a", "--alpha", "nan"], "alpha must be finite"),
-                          (["demo", "--out", str(tmp_path / "x.txt")], "the picture goes to a"),
-                          (["eval", "rec", "scenes", "--count", "1", "--out", str(image / "sub")], "cannot")):
-        result = subprocess.run([sys.executable, "-m", "falip", *args], capture_output=True, text=True, timeout=300)
+    for args, message in (
+        (["score", str(image), "--box", "1,,2,3,4", "--text", "a"], "--box must be comma-separated numbers"),
+        (["score", str(image), "--box", "1,2,3,4", "--text", "a", "--alpha", "nan"], "alpha must be finite"),
+        (["demo", "--out", str(tmp_path / "x.txt")], "the picture goes to a"),
+        (["eval", "rec", "scenes", "--count", "1", "--out", str(image / "sub")], "cannot"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "falip", *args], capture_output=True, text=True, timeout=300
+        )
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
 
@@ -159,26 +195,48 @@ def test_bad_cub_annotations_are_skipped_named_and_counted_or_fatal_with_strict(
     (tmp_path / "train_test_split.txt").write_text("1 0\n2 1\n")  # image 3 has no split entry
     (tmp_path / "image_class_labels.txt").write_text("1 1\n2 2\n3 7\n")
     data = open_cls("cub", root=tmp_path, split="all")
-    assert [e.key for e in data.examples] == ["1"]  # 2: bad box, 3: no split line (and a label classes.txt lacks)
+    assert [e.key for e in data.examples] == [
+        "1"
+    ]  # 2: bad box, 3: no split line (and a label classes.txt lacks)
     assert any("bounding_boxes.txt:2" in s and "number" in s for s in data.skipped)
     assert any("image 3" in s and "train_test_split.txt" in s for s in data.skipped)
     with strict_data(), pytest.raises(FalipError, match="bounding_boxes.txt:2"):
         open_cls("cub", root=tmp_path, split="all")
-    summary = run_cls({"m": model}, data, RunConfig("cls", "cub", ["m"], ["falip"]), tmp_path / "out", progress=False)
+    summary = run_cls(
+        {"m": model}, data, RunConfig("cls", "cub", ["m"], ["falip"]), tmp_path / "out", progress=False
+    )
     assert summary["m:falip"]["top1"]["n"] == 1
     skipped = json.loads((tmp_path / "out" / "skipped.json").read_text())
-    assert skipped["count"] == len(data.skipped) == 3 and "Skipped 3 bad" in (tmp_path / "out" / "summary.md").read_text()
+    assert (
+        skipped["count"] == len(data.skipped) == 3
+        and "Skipped 3 bad" in (tmp_path / "out" / "summary.md").read_text()
+    )
 
 
 def test_reclip_records_whose_gold_is_missing_are_skipped_and_named(tmp_path):
     write_image(tmp_path / "COCO_train2014_000000000001.jpg")
-    good = {"file_name": "COCO_train2014_000000000001_7.jpg", "image_id": 1, "ann_id": 7,
-            "anns": [{"id": 7, "bbox": [1, 2, 20, 20]}, {"id": 8, "bbox": [30, 5, 30, 40]}], "sentences": [{"raw": "left"}]}
-    lines = [good, {**good, "ann_id": 99}, {**good, "anns": [{"id": 7, "bbox": [1, "x", 20, 20]}]}, "not json"]
-    (tmp_path / "split.jsonl").write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n")
+    good = {
+        "file_name": "COCO_train2014_000000000001_7.jpg",
+        "image_id": 1,
+        "ann_id": 7,
+        "anns": [{"id": 7, "bbox": [1, 2, 20, 20]}, {"id": 8, "bbox": [30, 5, 30, 40]}],
+        "sentences": [{"raw": "left"}],
+    }
+    lines = [
+        good,
+        {**good, "ann_id": 99},
+        {**good, "anns": [{"id": 7, "bbox": [1, "x", 20, 20]}]},
+        "not json",
+    ]
+    (tmp_path / "split.jsonl").write_text(
+        "\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n"
+    )
     data = open_rec("reclip", annotations=tmp_path / "split.jsonl", images=tmp_path)
     assert sum(len(i.expressions) for i in data) == 1
-    assert len(data.skipped) == 3 and "split.jsonl:2: its ann_id 99 is not among the image's anns" in data.skipped[0]
+    assert (
+        len(data.skipped) == 3
+        and "split.jsonl:2: its ann_id 99 is not among the image's anns" in data.skipped[0]
+    )
     assert "split.jsonl:3" in data.skipped[1] and "split.jsonl:4" in data.skipped[2]
 
 
@@ -189,7 +247,12 @@ def test_corrupt_annotation_files_are_one_line_errors(tmp_path):
         open_rec("refer", annotations=tmp_path, images=tmp_path, split="testA")
     (tmp_path / "unc_testA.pth").write_bytes(b"garbage")
     with pytest.raises(FalipError, match="unc_testA.pth: not a TransVG split file"):
-        open_rec("transvg", annotations=tmp_path / "unc_testA.pth", images=tmp_path, instances=tmp_path / "instances.json")
+        open_rec(
+            "transvg",
+            annotations=tmp_path / "unc_testA.pth",
+            images=tmp_path,
+            instances=tmp_path / "instances.json",
+        )
 
 
 def test_a_bad_box_or_mask_skips_its_example_with_its_name(tmp_path, model):
@@ -231,10 +294,12 @@ def test_a_damaged_config_is_a_clear_error(tmp_path):
 
 def test_a_second_run_on_a_folder_in_use_is_refused(tmp_path, model):
     ready, release = tmp_path / "ready", tmp_path / "release"
-    holder = (f"import pathlib, time\nfrom falip.evaluation.store import ResultStore\n"
-              f"store = ResultStore(pathlib.Path({str(tmp_path / 'out')!r}), {{'task': 'x'}})\n"
-              f"pathlib.Path({str(ready)!r}).touch()\n"
-              f"while not pathlib.Path({str(release)!r}).exists():\n    time.sleep(0.05)\n")
+    holder = (
+        f"import pathlib, time\nfrom falip.evaluation.store import ResultStore\n"
+        f"store = ResultStore(pathlib.Path({str(tmp_path / 'out')!r}), {{'task': 'x'}})\n"
+        f"pathlib.Path({str(ready)!r}).touch()\n"
+        f"while not pathlib.Path({str(release)!r}).exists():\n    time.sleep(0.05)\n"
+    )
     child = subprocess.Popen([sys.executable, "-c", holder])
     try:
         for _ in range(1200):
@@ -243,11 +308,24 @@ def test_a_second_run_on_a_folder_in_use_is_refused(tmp_path, model):
             time.sleep(0.05)
         assert ready.exists(), "the first run never started"
         with pytest.raises(FalipError, match=f"in use by another run \\(pid {child.pid} on "):
-            run_rec({"m": model}, rec_images(1), RunConfig("rec", "x", ["m"], ["falip"]), tmp_path / "out", progress=False)
+            run_rec(
+                {"m": model},
+                rec_images(1),
+                RunConfig("rec", "x", ["m"], ["falip"]),
+                tmp_path / "out",
+                progress=False,
+            )
     finally:
         release.touch()
         child.wait(timeout=60)
-    run_rec({"m": model}, rec_images(1), RunConfig("rec", "x", ["m"], ["falip"]), tmp_path / "out", overwrite=True, progress=False)
+    run_rec(
+        {"m": model},
+        rec_images(1),
+        RunConfig("rec", "x", ["m"], ["falip"]),
+        tmp_path / "out",
+        overwrite=True,
+        progress=False,
+    )
 
 
 def test_a_failed_write_leaves_the_old_summary(tmp_path, monkeypatch):

@@ -18,7 +18,15 @@ def test_quickstart_installs_demos_and_tests_and_ci_runs_its_test_line():
     for line in (demo, serve):
         assert line.startswith("pip install") and "torch==2.13.0" in line
     assert demo.endswith("falip demo") and serve.endswith("falip serve")
-    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith(("#", "set ", "cd "))]
+    ci = [
+        line
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line and not line.startswith(("#", "set ", "cd "))
+    ]
     assert ci == [test_line] == ["bash scripts/test"]
     script = (ROOT / "scripts" / "test").read_text()
-    assert "apt-get install" in script and "chromium-driver" in script and 'pip install "torch==2.13.0" -e ".[test]"' in script
+    assert (
+        "apt-get install" in script
+        and "chromium-driver" in script
+        and 'pip install "torch==2.13.0" -e ".[test]"' in script
+    )

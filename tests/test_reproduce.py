@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from conftest import SHARED, make_hf_dir
-from falip.cli import cli
-from falip.paper_tables import PAPER, REC_SPLITS
-from falip.reproduce import TABLES
+from falip.cli.app import cli
+from falip.paper.reproduce import TABLES
+from falip.paper.tables import PAPER, REC_SPLITS
 from test_datasets import write_cub, write_image
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "REPRODUCE.md"
@@ -22,7 +22,9 @@ GUIDE = Path(__file__).resolve().parents[1] / "docs" / "REPRODUCE.md"
 def guide_sections() -> dict[str, list[str]]:
     """The `falip eval` lines of each `## Table N` section of the guide."""
     sections = {}
-    for match in re.finditer(r"^## Tables? ([\d, and]+):.*?(?=^## |\Z)", GUIDE.read_text(), flags=re.S | re.M):
+    for match in re.finditer(
+        r"^## Tables? ([\d, and]+):.*?(?=^## |\Z)", GUIDE.read_text(), flags=re.S | re.M
+    ):
         blocks = re.findall(r"```bash\n(.*?)```", match.group(0), flags=re.S)
         lines = [line for block in blocks for line in block.splitlines() if line.startswith("falip eval")]
         for number in re.findall(r"\d+", match.group(1)):
@@ -45,24 +47,38 @@ def layouts(tmp_path_factory):
         write_image(coco / name, seed=seed)
     lines = []
     for i, name in enumerate(files):
-        anns = [{"id": 10 * i + k, "bbox": box} for k, box in enumerate(([1, 2, 20, 20], [30, 5, 30, 40], [5, 25, 10, 10]))]
+        anns = [
+            {"id": 10 * i + k, "bbox": box}
+            for k, box in enumerate(([1, 2, 20, 20], [30, 5, 30, 40], [5, 25, 10, 10]))
+        ]
         for k in range(2):
-            lines.append({"file_name": name.replace(".jpg", f"_{10 * i + k}.jpg"), "image_id": i + 1, "ann_id": 10 * i + k,
-                          "anns": anns, "sentences": [{"raw": f"thing {i} {k}"}, {"raw": f"object {i} {k}"}]})
+            lines.append(
+                {
+                    "file_name": name.replace(".jpg", f"_{10 * i + k}.jpg"),
+                    "image_id": i + 1,
+                    "ann_id": 10 * i + k,
+                    "anns": anns,
+                    "sentences": [{"raw": f"thing {i} {k}"}, {"raw": f"object {i} {k}"}],
+                }
+            )
     reclip = root / "reclip"
     dets = root / "dets"
     reclip.mkdir()
     dets.mkdir()
     for split in REC_SPLITS:
         (reclip / f"{split}.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
-        (dets / f"{split}.json").write_text(json.dumps({"1": [[0, 0, 22, 22], [28, 4, 33, 40]], "2": [[4, 20, 12, 14]]}))
+        (dets / f"{split}.json").write_text(
+            json.dumps({"1": [[0, 0, 22, 22], [28, 4, 33, 40]], "2": [[4, 20, 12, 14]]})
+        )
 
     cub = root / "CUB_200_2011"
     cub_files = write_cub(cub)
     waterbirds = root / "waterbirds"
     for f in cub_files:
         write_image(waterbirds / f)
-    rows = ["img_id,img_filename,y,split,place,place_filename"] + [f"{i + 1},{f},{i % 2},2,{i % 2},p.jpg" for i, f in enumerate(cub_files)]
+    rows = ["img_id,img_filename,y,split,place,place_filename"] + [
+        f"{i + 1},{f},{i % 2},2,{i % 2},p.jpg" for i, f in enumerate(cub_files)
+    ]
     (waterbirds / "metadata.csv").write_text("\n".join(rows) + "\n")
 
     dogs = root / "dogs"
@@ -70,8 +86,11 @@ def layouts(tmp_path_factory):
         write_image(dogs / "Images" / breed / f"{breed[:9]}_1.jpg")
         note = dogs / "Annotation" / breed / f"{breed[:9]}_1"
         note.parent.mkdir(parents=True)
-        note.write_text("<annotation><object><bndbox><xmin>4</xmin><ymin>5</ymin><xmax>30</xmax><ymax>40</ymax></bndbox></object></annotation>")
+        note.write_text(
+            "<annotation><object><bndbox><xmin>4</xmin><ymin>5</ymin><xmax>30</xmax><ymax>40</ymax></bndbox></object></annotation>"
+        )
     import scipy.io as scipy_io
+
     listed = np.empty((2, 1), dtype=object)
     listed[0, 0] = np.array(["n02085620-Chihuahua/n02085620_1.jpg"])
     listed[1, 0] = np.array(["n02085782-Japanese_spaniel/n02085782_1.jpg"])
@@ -89,9 +108,23 @@ def layouts(tmp_path_factory):
     modelnet = write_normal_resampled(root / "modelnet40")
     scanobjectnn = root / "h5_files"
     write_h5(scanobjectnn / "main_split_nobg" / "test_objectdataset.h5", count=2, classes=15)
-    return {"$MODELNET40": str(modelnet), "$SCANOBJECTNN": str(scanobjectnn), "$LARGE": str(large), "$MODEL": str(model), "$COCO": str(coco), "$RECLIP": str(reclip), "$SPLIT": "refcoco_val",
-            "$DETS": str(dets / "refcoco_val.json"), "$CUB": str(cub), "$DOGS": str(dogs), "$WATERBIRDS": str(waterbirds),
-            "$IMAGENET_S": str(imagenet_s), "$OUT": str(root / "out"), "root": root, "dets": str(dets)}
+    return {
+        "$MODELNET40": str(modelnet),
+        "$SCANOBJECTNN": str(scanobjectnn),
+        "$LARGE": str(large),
+        "$MODEL": str(model),
+        "$COCO": str(coco),
+        "$RECLIP": str(reclip),
+        "$SPLIT": "refcoco_val",
+        "$DETS": str(dets / "refcoco_val.json"),
+        "$CUB": str(cub),
+        "$DOGS": str(dogs),
+        "$WATERBIRDS": str(waterbirds),
+        "$IMAGENET_S": str(imagenet_s),
+        "$OUT": str(root / "out"),
+        "root": root,
+        "dets": str(dets),
+    }
 
 
 def test_the_guide_has_every_table_and_the_same_commands_as_falip_reproduce():
@@ -99,7 +132,9 @@ def test_the_guide_has_every_table_and_the_same_commands_as_falip_reproduce():
     for number in TABLES:
         assert number in sections, f"no section for Table {number}"
         own = TABLES[number].commands
-        assert sections[number] == own, f"Table {number}: the guide's commands differ from `falip reproduce {number}`"
+        assert sections[number] == own, (
+            f"Table {number}: the guide's commands differ from `falip reproduce {number}`"
+        )
     assert len(guide_commands()) >= 40
 
 
@@ -135,9 +170,21 @@ def test_guide_command_runs_on_fixtures(layouts, command):
 
 
 def write_config(layouts, path):
-    keys = {"model": "$MODEL", "large": "$LARGE", "coco": "$COCO", "reclip": "$RECLIP", "cub": "$CUB", "dogs": "$DOGS",
-            "waterbirds": "$WATERBIRDS", "imagenet_s": "$IMAGENET_S", "modelnet40": "$MODELNET40", "scanobjectnn": "$SCANOBJECTNN"}
-    lines = [f'{key} = "{layouts[placeholder]}"' for key, placeholder in keys.items()] + [f'detections = "{layouts["dets"]}"']
+    keys = {
+        "model": "$MODEL",
+        "large": "$LARGE",
+        "coco": "$COCO",
+        "reclip": "$RECLIP",
+        "cub": "$CUB",
+        "dogs": "$DOGS",
+        "waterbirds": "$WATERBIRDS",
+        "imagenet_s": "$IMAGENET_S",
+        "modelnet40": "$MODELNET40",
+        "scanobjectnn": "$SCANOBJECTNN",
+    }
+    lines = [f'{key} = "{layouts[placeholder]}"' for key, placeholder in keys.items()] + [
+        f'detections = "{layouts["dets"]}"'
+    ]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -149,13 +196,21 @@ def test_reproduce_runs_a_table_and_prints_it_beside_the_papers_numbers(layouts,
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
     assert sorted(p.name for p in (out / "table5").iterdir()) == sorted(REC_SPLITS)
-    rows = {line.split("|")[1].strip(): line for line in result.stdout.splitlines() if line.startswith("| ") and "| row |" not in line}
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in result.stdout.splitlines()
+        if line.startswith("| ") and "| row |" not in line
+    }
     assert list(rows) == list(PAPER["5"]["rows"])
     summary = json.loads((out / "table5" / "refcoco_val" / "summary.json").read_text())
     ours = 100 * next(v for k, v in summary.items() if k.endswith(":replace-v"))["correct"]["accuracy"]
     cells = [c.strip() for c in rows["Replace v"].split("|")[2:-1]]
-    assert cells[2] == f"{ours:.1f} (36.2, {ours - 36.2:+.1f})"  # RefCOCO val: ours, the paper's, the difference
-    assert cells[-1].endswith("(39.0, " + cells[-1].split(", ")[-1])  # the Avg column: mean of ours beside the paper's 39.0
+    assert (
+        cells[2] == f"{ours:.1f} (36.2, {ours - 36.2:+.1f})"
+    )  # RefCOCO val: ours, the paper's, the difference
+    assert cells[-1].endswith(
+        "(39.0, " + cells[-1].split(", ")[-1]
+    )  # the Avg column: mean of ours beside the paper's 39.0
     assert (out / "table5.md").read_text() in result.stdout
     again = CliRunner().invoke(cli, args)  # resumed: nothing left to compute, the same table
     assert again.exit_code == 0 and again.stdout == result.stdout
@@ -171,15 +226,20 @@ def test_reproduce_counts_the_data_sets_for_tables_7_8_and_9(layouts, tmp_path):
     assert "| Categories | 2 (120, -118) |" in eight.output
     nine = CliRunner().invoke(cli, ["reproduce", "9", "--data", str(data)])
     assert nine.exit_code == 0, nine.output
-    assert "| Categories | 2 (40, -38) | 15 (15, +0) |" in nine.output and "| Clouds used | 2 (2,468, -2,466) | 2 (576, -574) |" in nine.output
+    assert (
+        "| Categories | 2 (40, -38) | 15 (15, +0) |" in nine.output
+        and "| Clouds used | 2 (2,468, -2,466) | 2 (576, -574) |" in nine.output
+    )
 
 
 def test_reproduce_list_and_its_errors(tmp_path):
     runner = CliRunner()
     listed = runner.invoke(cli, ["reproduce", "--list"])
     assert listed.exit_code == 0 and all(f"Table {n:>2}:" in listed.output for n in TABLES)
-    for args, message in ((["reproduce", "15"], "no table '15'"),
-                          (["reproduce", "5", "--out", str(tmp_path)], "--data is needed")):
+    for args, message in (
+        (["reproduce", "15"], "no table '15'"),
+        (["reproduce", "5", "--out", str(tmp_path)], "--data is needed"),
+    ):
         result = runner.invoke(cli, args)
         assert "FalipError" in repr(result.exception) and message in str(result.exception), args
     partial = tmp_path / "partial.toml"

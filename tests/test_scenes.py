@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from falip.scenes import COLOURS, class_names, make_scene
-from falip.scenes.world import ATTRIBUTES, BLOCK, LATTICE
+from falip.datasets.scene_world import ATTRIBUTES, BLOCK, COLOURS, LATTICE, class_names, make_scene
 
 
 def test_scenes_are_a_pure_function_of_split_and_index():
@@ -38,7 +37,12 @@ def test_boxes_are_exact():
             ys, xs = np.nonzero(dist < 40)
             x, y, w, h = obj.box
             assert xs.min() >= x - 1 and xs.max() <= x + w and ys.min() >= y - 1 and ys.max() <= y + h
-            assert xs.min() <= x + 2.5 and xs.max() >= x + w - 2.5 and ys.min() <= y + 2.5 and ys.max() >= y + h - 2.5
+            assert (
+                xs.min() <= x + 2.5
+                and xs.max() >= x + w - 2.5
+                and ys.min() <= y + 2.5
+                and ys.max() >= y + h - 2.5
+            )
             checked += 1
     assert checked > 20
 
@@ -95,7 +99,11 @@ def test_objects_sit_centred_in_separate_lattice_blocks():
             col, row = _block_corner(obj, cell)
             assert abs(col - round(col)) < 0.01 and abs(row - round(row)) < 0.01, obj
             assert obj.box[2] < BLOCK[obj.size] * cell
-            taken[round(row):round(row) + BLOCK[obj.size], round(col):round(col) + BLOCK[obj.size]] += 1
+            taken[round(row) : round(row) + BLOCK[obj.size], round(col) : round(col) + BLOCK[obj.size]] += 1
         assert taken.max() == 1
-        off += sum(abs(c - round(c)) > 0.05 for obj in make_scene("val", index, lattice=False).objects for c in _block_corner(obj, cell))
+        off += sum(
+            abs(c - round(c)) > 0.05
+            for obj in make_scene("val", index, lattice=False).objects
+            for c in _block_corner(obj, cell)
+        )
     assert off > 20

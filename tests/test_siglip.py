@@ -8,7 +8,23 @@ import falip
 from falip.errors import FalipError
 from falip.tasks.methods import region_features
 
-WORDS = ["<pad>", "</s>", "<unk>", "a", "photo", "of", "the", "red", "blue", "circle", "square", "cat", "dog", "left", "right"]
+WORDS = [
+    "<pad>",
+    "</s>",
+    "<unk>",
+    "a",
+    "photo",
+    "of",
+    "the",
+    "red",
+    "blue",
+    "circle",
+    "square",
+    "cat",
+    "dog",
+    "left",
+    "right",
+]
 
 
 @pytest.fixture(scope="module")
@@ -19,20 +35,44 @@ def siglip_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("siglip") / "tiny-siglip"
     torch.manual_seed(0)
     config = SiglipConfig(
-        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, vocab_size=len(WORDS),
-                         max_position_embeddings=12, pad_token_id=0, eos_token_id=1, bos_token_id=None, projection_size=64),
-        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, image_size=32, patch_size=8))
+        text_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            vocab_size=len(WORDS),
+            max_position_embeddings=12,
+            pad_token_id=0,
+            eos_token_id=1,
+            bos_token_id=None,
+            projection_size=64,
+        ),
+        vision_config=dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            image_size=32,
+            patch_size=8,
+        ),
+    )
     model = SiglipModel(config).eval()
     with torch.no_grad():  # sharper attention than the default init, so a bias shows
         for name, param in model.named_parameters():
-            if ("self_attn" in name or "head.attention" in name or "probe" in name) and "weight" in name or name.endswith("probe"):
+            if (
+                ("self_attn" in name or "head.attention" in name or "probe" in name)
+                and "weight" in name
+                or name.endswith("probe")
+            ):
                 param.mul_(6.0)
     model.save_pretrained(folder)
     vocab = {w: i for i, w in enumerate(WORDS)}
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Whitespace()
     core.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="</s>", unk_token="<unk>").save_pretrained(folder)
+    PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    ).save_pretrained(folder)
     return folder
 
 
@@ -48,7 +88,9 @@ def test_siglip_features_equal_transformers_and_a_region_moves_them(siglip_dir):
     ours = model.encode_image(pixels)
     assert ((ours - theirs).norm() / theirs.norm()).item() < 1e-5
     texts = ["a photo of the red circle", "the dog on the left"]
-    ids = AutoTokenizer.from_pretrained(siglip_dir)(texts, padding="max_length", max_length=12, return_tensors="pt")["input_ids"]
+    ids = AutoTokenizer.from_pretrained(siglip_dir)(
+        texts, padding="max_length", max_length=12, return_tensors="pt"
+    )["input_ids"]
     with torch.no_grad():
         their_text = reference.get_text_features(input_ids=ids).pooler_output
     assert torch.equal(model.tokenize(texts), ids)
@@ -59,11 +101,16 @@ def test_siglip_features_equal_transformers_and_a_region_moves_them(siglip_dir):
     plain = model.encode_image(image)
     assert torch.allclose(model.encode_regions(image, boxes, alpha=0.0), plain.expand(2, -1), atol=1e-5)
     focused = model.encode_regions(image, boxes, alpha=3.0)
-    assert not torch.allclose(focused[0], focused[1], atol=1e-4) and not torch.allclose(focused[0], plain[0], atol=1e-4)
+    assert not torch.allclose(focused[0], focused[1], atol=1e-4) and not torch.allclose(
+        focused[0], plain[0], atol=1e-4
+    )
     every_row = model.encode_regions(image, boxes, alpha=3.0, form="all", layers=[2, 3])
     assert not torch.allclose(every_row, focused, atol=1e-4)
     logits = model.score(image, boxes, texts, alpha=3.0)
-    cosine = torch.nn.functional.normalize(focused, dim=-1) @ torch.nn.functional.normalize(model.encode_text(texts), dim=-1).T
+    cosine = (
+        torch.nn.functional.normalize(focused, dim=-1)
+        @ torch.nn.functional.normalize(model.encode_text(texts), dim=-1).T
+    )
     assert torch.allclose(logits, reference.logit_scale.exp() * cosine + reference.logit_bias, atol=1e-4)
 
 
@@ -99,11 +146,14 @@ def test_cls_only_methods_say_so_for_siglip(siglip_dir):
     for method in ("pasta", "red_circle+unleash", "replace-v", "feature-mask"):
         with pytest.raises(FalipError, match="SigLIP, which has none"):
             region_features(model, image, [[0, 0, 16, 16]], method)
-    assert region_features(model, image, [[0, 0, 16, 16]], "red_circle").shape == (1, 64)  # pixel prompts need no [CLS]
+    assert region_features(model, image, [[0, 0, 16, 16]], "red_circle").shape == (
+        1,
+        64,
+    )  # pixel prompts need no [CLS]
 
 
 def test_siglip_bench_computes_the_same_features_both_ways():
-    from falip import bench
+    from falip.evaluation import bench
 
     alone, shared, diff = bench.run_siglip_workload(3, width=64, layers=4, image_size=64, repeats=1)
     assert alone > 0 and shared > 0 and diff < 1e-5  # the shared encoder changes nothing but the time

@@ -8,11 +8,13 @@ import pytest
 
 import falip
 from falip.backbones.toy import TOY_DIR
-from falip.scenes.evaluate import Evaluator, Split
-from falip.scenes.report import check_numbers, markdown_table
+from falip.toy.evaluate import Evaluator, Split
+from falip.toy.report import check_numbers, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(not (TOY_DIR / "config.json").is_file(), reason="the toy checkpoint is not in this checkout")
+pytestmark = pytest.mark.skipif(
+    not (TOY_DIR / "config.json").is_file(), reason="the toy checkpoint is not in this checkout"
+)
 
 
 @pytest.fixture(scope="module")

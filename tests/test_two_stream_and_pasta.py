@@ -8,12 +8,12 @@ import pytest
 import torch
 
 import falip
-from falip.encoder import FovealEncoder
+from falip.engine.encoder import FovealEncoder
+from falip.engine.pasta import pasta_features
+from falip.engine.two_stream import two_stream_features
 from falip.errors import FalipError
-from falip.masks import parse_heads, select_heads
-from falip.pasta import pasta_features
+from falip.inputs.masks import parse_heads, select_heads
 from falip.tasks.methods import region_features
-from falip.two_stream import two_stream_features
 
 LAYERS = [3, 4, 5]
 
@@ -118,11 +118,19 @@ def test_replace_qk_with_an_unchanged_image_is_plain_at_alpha_0_and_falip_on_one
     rows = region_rows(visual.cfg.num_tokens)
     with torch.no_grad():
         plain = visual(original)
-    assert torch.allclose(two_stream_features(visual, original, same, LAYERS, "replace-qk", rows * 0), plain.expand(2, -1), atol=1e-5)
+    assert torch.allclose(
+        two_stream_features(visual, original, same, LAYERS, "replace-qk", rows * 0),
+        plain.expand(2, -1),
+        atol=1e-5,
+    )
     falip_one = FovealEncoder(visual)(original, rows, torch.zeros(2, dtype=torch.long), [4])
-    assert torch.allclose(two_stream_features(visual, original, same, [4], "replace-qk", rows), falip_one, atol=1e-5)
+    assert torch.allclose(
+        two_stream_features(visual, original, same, [4], "replace-qk", rows), falip_one, atol=1e-5
+    )
     falip_three = FovealEncoder(visual)(original, rows, torch.zeros(2, dtype=torch.long), LAYERS)
-    assert not torch.allclose(two_stream_features(visual, original, same, LAYERS, "replace-qk", rows), falip_three, atol=1e-4)
+    assert not torch.allclose(
+        two_stream_features(visual, original, same, LAYERS, "replace-qk", rows), falip_three, atol=1e-4
+    )
 
 
 def test_two_stream_variants_differ_from_each_other_and_from_plain(tiny_backbone, images):
@@ -154,7 +162,9 @@ def test_pasta_equals_the_slow_forward_and_is_plain_at_scale_1(tiny_backbone, im
                 slow, _ = slow_pasta(visual, pixels, inside[r], heads, 0.01)
                 assert torch.allclose(fast[r], slow[0], rtol=1e-5, atol=1e-5 * slow.norm().item())
             plain = visual(pixels)
-        assert torch.allclose(pasta_features(visual, pixels, inside, heads, 1.0), plain.expand(2, -1), atol=1e-5)
+        assert torch.allclose(
+            pasta_features(visual, pixels, inside, heads, 1.0), plain.expand(2, -1), atol=1e-5
+        )
         assert (fast - plain).norm() / plain.norm() > 1e-2
 
 
@@ -187,14 +197,21 @@ def test_the_methods_through_the_model(hf_dir):
     model = falip.load(hf_dir)
     image = np.random.default_rng(0).integers(0, 255, size=(40, 48, 3), dtype=np.uint8)
     boxes = [[0, 0, 20, 20], [20, 10, 28, 30]]
-    feats = {m: region_features(model, image, boxes, m, alpha=2.0) for m in ("replace-v", "replace-qk", "pasta", "red_circle", "falip")}
+    feats = {
+        m: region_features(model, image, boxes, m, alpha=2.0)
+        for m in ("replace-v", "replace-qk", "pasta", "red_circle", "falip")
+    }
     for name, f in feats.items():
         assert f.shape == (2, 16) and torch.allclose(f.norm(dim=1), torch.ones(2)), name
         assert not torch.allclose(f[0], f[1], atol=1e-4), name
     assert not torch.allclose(feats["replace-v"], feats["red_circle"], atol=1e-4)
     one_head = region_features(model, image, boxes, "pasta", pasta_heads="5:1")
     assert not torch.allclose(one_head, feats["pasta"], atol=1e-4)
-    assert torch.allclose(region_features(model, image, boxes, "pasta", pasta_scale=1.0), region_features(model, image, boxes, "plain"), atol=1e-5)
+    assert torch.allclose(
+        region_features(model, image, boxes, "pasta", pasta_scale=1.0),
+        region_features(model, image, boxes, "plain"),
+        atol=1e-5,
+    )
     with pytest.raises(FalipError, match="LAYER:HEAD"):
         region_features(model, image, boxes, "pasta", pasta_heads="5")
     with pytest.raises(FalipError, match="positive"):

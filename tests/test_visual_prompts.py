@@ -45,7 +45,12 @@ def test_red_circle_draws_pure_red_only_on_the_inscribed_ellipse(image):
     diff = changed(out, image)
     assert diff.sum() > 100 and np.all(red_pixels(out)[diff])
     ys, xs = np.nonzero(diff)
-    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (30, 90, 20, 60)  # inscribed in the box (PIL's inclusive corners)
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (
+        30,
+        90,
+        20,
+        60,
+    )  # inscribed in the box (PIL's inclusive corners)
     r = np.sqrt(((xs + 0.5 - 60) / 30) ** 2 + ((ys + 0.5 - 40) / 20) ** 2)
     assert r.max() <= 1 + 1.5 / 20 and r.min() >= 1 - 2.5 / 20  # a 1-px band: the image is under 200 px
 
@@ -131,6 +136,8 @@ def test_cpt_shade_is_240_0_30_at_alpha_127_inside_the_box_only(image):
 
 def test_registry(image):
     assert get_visual_prompt("crop") is crop
-    assert {"red_circle", "blur", "blur_ellipse", "red_circle+blur", "cpt", "red_circle_e200"} <= set(VISUAL_PROMPTS)
+    assert {"red_circle", "blur", "blur_ellipse", "red_circle+blur", "cpt", "red_circle_e200"} <= set(
+        VISUAL_PROMPTS
+    )
     with pytest.raises(FalipError, match="unknown visual prompt"):
         get_visual_prompt("arrow")

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 import falip
-from falip.scenes import make_scene
-from falip.web import example_scene, make_server, run
+from falip.datasets.scene_world import make_scene
+from falip.web.server import example_scene, make_server, run
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +36,22 @@ def browser():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    binary, driver = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
-    assert binary and driver, "Chromium and chromedriver are needed: run the README's test line (scripts/test), which installs them"
+    binary, driver = (
+        shutil.which("chromium") or shutil.which("chromium-browser"),
+        shutil.which("chromedriver"),
+    )
+    assert binary and driver, (
+        "Chromium and chromedriver are needed: run the README's test line (scripts/test), which installs them"
+    )
     options = webdriver.ChromeOptions()
     options.binary_location = binary
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1700"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1700",
+    ):
         options.add_argument(argument)
     chrome = webdriver.Chrome(service=Service(driver), options=options)
     yield chrome
@@ -48,7 +59,9 @@ def browser():
 
 
 def post(url, payload):
-    request = urllib.request.Request(url + "/api/run", json.dumps(payload).encode(), {"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url + "/api/run", json.dumps(payload).encode(), {"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request) as reply:
             return reply.status, json.loads(reply.read())
@@ -65,16 +78,35 @@ def data_url(image):
 def test_the_api_ranks_boxes_and_answers_bad_input_in_one_line(server):
     model, url = server
     scene = example_scene(model, 3)
-    status, data = post(url, {"image": scene["image"], "boxes": scene["boxes"], "texts": scene["texts"], "labels": scene["labels"]})
+    status, data = post(
+        url,
+        {
+            "image": scene["image"],
+            "boxes": scene["boxes"],
+            "texts": scene["texts"],
+            "labels": scene["labels"],
+        },
+    )
     assert status == 200 and len(data["ranking"][0]["boxes"]) == len(scene["boxes"])
     scores = [b["score"] for b in data["ranking"][0]["boxes"]]
     assert scores == sorted(scores, reverse=True)
-    for payload, message in (({"image": scene["image"], "boxes": [], "texts": ["a"]}, "at least one box"),
-                             ({"image": scene["image"], "boxes": [[1, 2, 3]], "texts": ["a"]}, "box 1: a box needs 4 numbers"),
-                             ({"image": scene["image"], "boxes": scene["boxes"], "texts": [""]}, "give a text"),
-                             ({"image": scene["image"], "boxes": scene["boxes"], "texts": ["a"], "alpha": "nan"}, "alpha must be finite"),
-                             ({"image": "data:image/png;base64,AAAA", "boxes": scene["boxes"], "texts": ["a"]}, "cannot read the uploaded image"),
-                             ({"image": scene["image"], "boxes": scene["boxes"], "texts": ["a"], "method": "arrow"}, "unknown method")):
+    for payload, message in (
+        ({"image": scene["image"], "boxes": [], "texts": ["a"]}, "at least one box"),
+        ({"image": scene["image"], "boxes": [[1, 2, 3]], "texts": ["a"]}, "box 1: a box needs 4 numbers"),
+        ({"image": scene["image"], "boxes": scene["boxes"], "texts": [""]}, "give a text"),
+        (
+            {"image": scene["image"], "boxes": scene["boxes"], "texts": ["a"], "alpha": "nan"},
+            "alpha must be finite",
+        ),
+        (
+            {"image": "data:image/png;base64,AAAA", "boxes": scene["boxes"], "texts": ["a"]},
+            "cannot read the uploaded image",
+        ),
+        (
+            {"image": scene["image"], "boxes": scene["boxes"], "texts": ["a"], "method": "arrow"},
+            "unknown method",
+        ),
+    ):
         status, data = post(url, payload)
         assert status == 400 and message in data["error"] and "\n" not in data["error"], data
 
@@ -102,9 +134,14 @@ def test_the_page_in_chromium_uploads_ranks_and_shows_errors(server, browser, tm
     browser.find_element(By.ID, "texts").send_keys(text)
     browser.find_element(By.ID, "run").click()
     wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#ranking tr.ranked")) == len(boxes))
-    rows = [r.find_elements(By.TAG_NAME, "td") for r in browser.find_elements(By.CSS_SELECTOR, "#ranking tr.ranked")]
+    rows = [
+        r.find_elements(By.TAG_NAME, "td")
+        for r in browser.find_elements(By.CSS_SELECTOR, "#ranking tr.ranked")
+    ]
 
-    expected = run(model, {"image": data_url(Image.open(picture)), "boxes": boxes, "texts": [text]})["ranking"][0]["boxes"]
+    expected = run(model, {"image": data_url(Image.open(picture)), "boxes": boxes, "texts": [text]})[
+        "ranking"
+    ][0]["boxes"]
     shown = [[float(v) for v in cells[1].text.split(", ")] for cells in rows]
     assert shown == [[round(v, 1) for v in b["box"]] for b in expected]  # the page shows the model's ranking
     assert [float(cells[2].text) for cells in rows] == [round(b["score"], 3) for b in expected]

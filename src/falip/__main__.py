@@ -1,5 +1,5 @@
 """`python -m falip` is the `falip` command."""
 
-from .cli import main
+from .cli.app import main
 
 main()

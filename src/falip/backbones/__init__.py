@@ -41,8 +41,10 @@ def load_checkpoint(spec: str, tokenizer: str | None = None) -> LoadedCheckpoint
             break
     else:
         raise FalipError(
-            f"no CLIP checkpoint at {spec!r}: expected a Hugging Face directory with config.json, an open_clip "
-            f"directory with {open_clip.CONFIG}, a hub id, or an OpenAI-format file ({', '.join(openai.SUFFIXES)})"
+            f"no CLIP checkpoint at {spec!r}: expected a Hugging Face directory with config.json, an "
+            "open_clip "
+            f"directory with {open_clip.CONFIG}, a hub id, or an OpenAI-format file "
+            f"({', '.join(openai.SUFFIXES)})"
         )
     if tokenizer is not None:
         loaded.tokenizer = tokenizer_from_pretrained(tokenizer, loaded.model.cfg.text.context_length)

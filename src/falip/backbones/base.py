@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import torch
 
@@ -15,11 +15,11 @@ from .tokenizer import ClipTokenizer
 @dataclass
 class LoadedCheckpoint:
     model: ClipBackbone
-    tokenizer: Optional[ClipTokenizer]
+    tokenizer: ClipTokenizer | None
     name: str
-    mean: Optional[tuple[float, float, float]] = None  # None: OpenAI's statistics
-    std: Optional[tuple[float, float, float]] = None
-    resize_mode: Optional[str] = None  # the checkpoint's own preprocessing ("squash", "crop", "pad"), if it says
+    mean: tuple[float, float, float] | None = None  # None: OpenAI's statistics
+    std: tuple[float, float, float] | None = None
+    resize_mode: str | None = None  # the checkpoint's own preprocessing ("squash", "crop", "pad"), if it says
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,8 @@ class CheckpointFormat:
 
 
 def build_backbone(cfg: ClipConfig, state: dict[str, torch.Tensor], source: str) -> ClipBackbone:
-    """A float32 `ClipBackbone` holding exactly `state`; any missing, extra or misshapen tensor is an error."""
+    """A float32 `ClipBackbone` holding exactly `state`; any missing, extra or misshapen tensor is an
+    error."""
     try:
         model = ClipBackbone(cfg)
     except ValueError as exc:
@@ -45,6 +46,8 @@ def build_backbone(cfg: ClipConfig, state: dict[str, torch.Tensor], source: str)
         raise FalipError(f"{source}: weights do not match the inferred CLIP ViT ({what})")
     for key, tensor in state.items():
         if tuple(tensor.shape) != tuple(expected[key].shape):
-            raise FalipError(f"{source}: {key} has shape {tuple(tensor.shape)}, expected {tuple(expected[key].shape)}")
+            raise FalipError(
+                f"{source}: {key} has shape {tuple(tensor.shape)}, expected {tuple(expected[key].shape)}"
+            )
     model.load_state_dict({k: v.float() for k, v in state.items()})
     return model.eval()

@@ -7,8 +7,8 @@ The plain forward here also takes an additive attention bias, which makes it the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +50,7 @@ class TextConfig:
     output_dim: int = 512
     act: str = "quick_gelu"
     ln_eps: float = 1e-5
-    eos_token_id: Optional[int] = None  # None: pool at the highest token id (OpenAI's argmax rule)
+    eos_token_id: int | None = None  # None: pool at the highest token id (OpenAI's argmax rule)
 
 
 @dataclass
@@ -62,7 +62,7 @@ class ClipConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ClipConfig":
+    def from_dict(cls, data: dict) -> ClipConfig:
         return cls(VisionConfig(**data["vision"]), TextConfig(**data["text"]))
 
 
@@ -97,7 +97,7 @@ class Attention(nn.Module):
         """The out-projection split by input head: (heads, head_dim, width)."""
         return self.out_proj.weight.t().unflatten(0, (self.heads, self.head_dim))
 
-    def attend(self, q, k, v, bias: Optional[torch.Tensor] = None, causal: bool = False) -> torch.Tensor:
+    def attend(self, q, k, v, bias: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
         """Attention output (..., T, width) of per-head queries, keys and values (..., heads, T, head_dim),
         with an optional additive bias on the logits: lets two streams mix their q, k and v."""
         if bias is not None:
@@ -105,7 +105,9 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=causal and bias is None)
         return self.out_proj(out.transpose(-3, -2).flatten(-2))
 
-    def forward(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None, causal: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, bias: torch.Tensor | None = None, causal: bool = False
+    ) -> torch.Tensor:
         return self.attend(*self.qkv(x), bias, causal)
 
 
@@ -143,7 +145,9 @@ class Block(nn.Module):
         x = x + attn_out
         return x + self.mlp(self.ln_2(x))
 
-    def forward(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None, causal: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, bias: torch.Tensor | None = None, causal: bool = False
+    ) -> torch.Tensor:
         return self.finish(x, self.attn(self.ln_1(x), bias, causal))
 
 
@@ -184,7 +188,7 @@ class VisionTransformer(nn.Module):
     def forward(
         self,
         pixels: torch.Tensor,
-        bias: Optional[torch.Tensor] = None,
+        bias: torch.Tensor | None = None,
         bias_layers: Sequence[int] = (),
     ) -> torch.Tensor:
         """Plain CLIP image features; `bias` (broadcastable to (B, heads, T, T)) is added to the
@@ -198,7 +202,7 @@ class VisionTransformer(nn.Module):
     def cls_attention(
         self,
         pixels: torch.Tensor,
-        bias: Optional[torch.Tensor] = None,
+        bias: torch.Tensor | None = None,
         bias_layers: Sequence[int] = (),
         layer: int = -1,
     ) -> torch.Tensor:
@@ -254,7 +258,7 @@ class ClipBackbone(nn.Module):
         self.text = TextTransformer(cfg.text)
         self.logit_scale = nn.Parameter(torch.tensor(4.6052))
 
-    def init_random(self, seed: int = 0, std: float = 0.02) -> "ClipBackbone":
+    def init_random(self, seed: int = 0, std: float = 0.02) -> ClipBackbone:
         """Small random weights (for benchmarks and tests); LayerNorms stay identity."""
         gen = torch.Generator().manual_seed(seed)
         with torch.no_grad():
@@ -281,6 +285,10 @@ def resize_positions(visual: VisionTransformer, image_size: int) -> None:
     old, new = cfg.grid, image_size // cfg.patch_size
     table = visual.positional_embedding
     grid = table[1:].t().reshape(1, cfg.width, old, old).float()
-    resized = F.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False).reshape(cfg.width, new * new).t()
+    resized = (
+        F.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
+        .reshape(cfg.width, new * new)
+        .t()
+    )
     visual.positional_embedding = nn.Parameter(torch.cat([table[:1], resized.to(table.dtype)]))
     cfg.image_size = image_size

@@ -102,7 +102,12 @@ def _image_stats(spec: str, local_only: bool = False):
     from transformers.utils import cached_file
 
     try:
-        path = cached_file(spec, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False, local_files_only=local_only)
+        path = cached_file(
+            spec,
+            "preprocessor_config.json",
+            _raise_exceptions_for_missing_entries=False,
+            local_files_only=local_only,
+        )
     except Exception:  # absent, offline, or a repo without it: OpenAI's statistics apply
         return None, None
     if not path:
@@ -129,7 +134,9 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         import socket
 
         try:
-            socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout).close()
+            socket.create_connection(
+                (url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout
+            ).close()
             _REACHABLE[url.geturl()] = True
         except OSError:
             _REACHABLE[url.geturl()] = False
@@ -148,8 +155,10 @@ def _offline_only(spec: str) -> bool:
     except Exception:  # not a valid repo id
         cached = None
     if not isinstance(cached, str):
-        raise FalipError(f"{spec!r} is not a local path, not in the Hugging Face cache, and the hub cannot be reached "
-                         "(no network?): give a local checkpoint folder or file")
+        raise FalipError(
+            f"{spec!r} is not a local path, not in the Hugging Face cache, and the hub cannot be reached "
+            "(no network?): give a local checkpoint folder or file"
+        )
     return True
 
 
@@ -160,21 +169,29 @@ def load(spec: str) -> LoadedCheckpoint:
     try:
         hf_config = AutoConfig.from_pretrained(spec, local_files_only=local_only)
     except Exception as exc:  # OSError when offline or missing, ValueError for unknown model types
-        raise FalipError(f"cannot load {spec!r} as a Hugging Face CLIP checkpoint: {first_line(exc)}") from None
+        raise FalipError(
+            f"cannot load {spec!r} as a Hugging Face CLIP checkpoint: {first_line(exc)}"
+        ) from None
     if hf_config.model_type == "siglip":
         return _load_siglip(spec, hf_config, local_only)
     if hf_config.model_type == "siglip2":
-        raise FalipError(f"{spec!r} is a SigLIP 2 NaFlex (variable-resolution) model, which falip does not support; "
-                         "its fixed-resolution checkpoints load as SigLIP")
+        raise FalipError(
+            f"{spec!r} is a SigLIP 2 NaFlex (variable-resolution) model, which falip does not support; "
+            "its fixed-resolution checkpoints load as SigLIP"
+        )
     if hf_config.model_type != "clip":
-        raise FalipError(f"{spec!r} is a {hf_config.model_type!r} model, not a CLIP (`CLIPModel`) or SigLIP checkpoint")
+        raise FalipError(
+            f"{spec!r} is a {hf_config.model_type!r} model, not a CLIP (`CLIPModel`) or SigLIP checkpoint"
+        )
     from transformers.utils import logging as hf_logging
 
     quiet = Path(spec).is_dir() and hf_logging.is_progress_bar_enabled()  # no bar for a local folder
     if quiet:
         hf_logging.disable_progress_bar()
     try:
-        hf_model = CLIPModel.from_pretrained(spec, config=hf_config, dtype=torch.float32, local_files_only=local_only)
+        hf_model = CLIPModel.from_pretrained(
+            spec, config=hf_config, dtype=torch.float32, local_files_only=local_only
+        )
     except Exception as exc:  # corrupt or missing weight files
         raise FalipError(f"cannot read the weights of {spec!r}: {first_line(exc)}") from None
     finally:
@@ -183,7 +200,9 @@ def load(spec: str) -> LoadedCheckpoint:
     cfg = config_from_hf(hf_config)
     model = build_backbone(cfg, state_from_hf(hf_model.state_dict()), spec)
     try:
-        tok = ClipTokenizer(AutoTokenizer.from_pretrained(spec, local_files_only=local_only), cfg.text.context_length)
+        tok = ClipTokenizer(
+            AutoTokenizer.from_pretrained(spec, local_files_only=local_only), cfg.text.context_length
+        )
     except Exception:  # a checkpoint saved without tokenizer files: text needs `tokenizer=`
         tok = None
     if tok is not None and not tok.tells_apart():
@@ -200,7 +219,9 @@ def _load_siglip(spec: str, hf_config, local_only: bool) -> LoadedCheckpoint:
     from . import siglip
 
     try:
-        hf_model = SiglipModel.from_pretrained(spec, config=hf_config, dtype=torch.float32, local_files_only=local_only)
+        hf_model = SiglipModel.from_pretrained(
+            spec, config=hf_config, dtype=torch.float32, local_files_only=local_only
+        )
     except Exception as exc:  # corrupt or missing weight files
         raise FalipError(f"cannot read the weights of {spec!r}: {first_line(exc)}") from None
     model = siglip.build(hf_config, hf_model.state_dict(), spec)

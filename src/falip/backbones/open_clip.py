@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 from ..errors import FalipError, first_line
 from .base import LoadedCheckpoint, build_backbone
@@ -28,13 +27,23 @@ HUB_PREFIX = "hf-hub:"
 RESIZE_MODES = {"shortest": "crop", "longest": "pad", "squash": "squash"}
 # model_cfg options that change the computation in ways this project does not implement
 UNSUPPORTED_VISION = {
-    "timm_model_name": "a timm image tower", "attentional_pool": "an attentional pooler", "global_average_pool": "average pooling",
-    "final_ln_after_pool": "a final LayerNorm after pooling", "no_ln_pre": "a tower without ln_pre", "ls_init_value": "layer scale",
-    "output_tokens": "token outputs", "act_kwargs": "activation options", "norm_kwargs": "LayerNorm options",
+    "timm_model_name": "a timm image tower",
+    "attentional_pool": "an attentional pooler",
+    "global_average_pool": "average pooling",
+    "final_ln_after_pool": "a final LayerNorm after pooling",
+    "no_ln_pre": "a tower without ln_pre",
+    "ls_init_value": "layer scale",
+    "output_tokens": "token outputs",
+    "act_kwargs": "activation options",
+    "norm_kwargs": "LayerNorm options",
 }
 UNSUPPORTED_TEXT = {
-    "hf_model_name": "a Hugging Face text tower", "ls_init_value": "layer scale", "embed_cls": "a text [CLS] token",
-    "no_causal_mask": "a text tower without causal mask", "proj_bias": "a text projection bias", "act_kwargs": "activation options",
+    "hf_model_name": "a Hugging Face text tower",
+    "ls_init_value": "layer scale",
+    "embed_cls": "a text [CLS] token",
+    "no_causal_mask": "a text tower without causal mask",
+    "proj_bias": "a text projection bias",
+    "act_kwargs": "activation options",
     "norm_kwargs": "LayerNorm options",
 }
 
@@ -43,7 +52,7 @@ def can_load(spec: str) -> bool:
     return spec.startswith(HUB_PREFIX) or (Path(spec) / CONFIG).is_file()
 
 
-def _hub_file(repo: str, filename: str, required: bool = True) -> Optional[Path]:
+def _hub_file(repo: str, filename: str, required: bool = True) -> Path | None:
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
     from .hf import hub_reachable
@@ -53,8 +62,11 @@ def _hub_file(repo: str, filename: str, required: bool = True) -> Optional[Path]
         if isinstance(cached, str):
             return Path(cached)
         if required:
-            raise FalipError(f"{HUB_PREFIX}{repo}: {filename} is not in the Hugging Face cache and the hub cannot be reached "
-                             "(no network?): give a local open_clip folder")
+            raise FalipError(
+                f"{HUB_PREFIX}{repo}: {filename} is not in the Hugging Face cache and the hub cannot be "
+                "reached "
+                "(no network?): give a local open_clip folder"
+            )
         return None
     try:
         return Path(hf_hub_download(repo, filename))
@@ -64,10 +76,10 @@ def _hub_file(repo: str, filename: str, required: bool = True) -> Optional[Path]
         return None
 
 
-def _files(spec: str) -> tuple[Path, Path, Optional[Path]]:
+def _files(spec: str) -> tuple[Path, Path, Path | None]:
     """The config file, the weights file, and the local folder (None for a hub id)."""
     if spec.startswith(HUB_PREFIX):
-        repo = spec[len(HUB_PREFIX):]
+        repo = spec[len(HUB_PREFIX) :]
         config = _hub_file(repo, CONFIG)
         for name in WEIGHTS:
             weights = _hub_file(repo, name, required=False)
@@ -85,36 +97,65 @@ def _check(section: dict, unsupported: dict[str, str], where: str) -> None:
     for key, what in unsupported.items():
         value = section.get(key)
         if value not in (None, False, "", {}):
-            raise FalipError(f"{where}: this open_clip model uses {what} ({key}={value!r}), which falip does not support; "
-                             "only ViT towers that pool the [CLS] token")
+            raise FalipError(
+                f"{where}: this open_clip model uses {what} ({key}={value!r}), which falip does not support; "
+                "only ViT towers that pool the [CLS] token"
+            )
     pool = section.get("pool_type", "tok" if where.endswith("vision_cfg") else "argmax")
     if pool not in ("tok", "argmax"):
-        raise FalipError(f"{where}: pool_type {pool!r} is not supported (the [CLS] token / the end-of-text token only)")
+        raise FalipError(
+            f"{where}: pool_type {pool!r} is not supported (the [CLS] token / the end-of-text token only)"
+        )
 
 
 def config_from_open_clip(data: dict, name: str) -> ClipConfig:
     """open_clip's `model_cfg` -> the internal config."""
     try:
         model_cfg = data["model_cfg"]
-        vision_cfg, text_cfg, embed_dim = model_cfg["vision_cfg"], model_cfg.get("text_cfg", {}), model_cfg["embed_dim"]
+        vision_cfg, text_cfg, embed_dim = (
+            model_cfg["vision_cfg"],
+            model_cfg.get("text_cfg", {}),
+            model_cfg["embed_dim"],
+        )
     except (KeyError, TypeError):
         raise FalipError(f"{name}: {CONFIG} has no model_cfg with vision_cfg and embed_dim") from None
     _check(vision_cfg, UNSUPPORTED_VISION, f"{name}: vision_cfg")
     _check(text_cfg, UNSUPPORTED_TEXT, f"{name}: text_cfg")
-    quick = bool(model_cfg.get("quick_gelu", False)) or "quickgelu" in Path(name.removeprefix(HUB_PREFIX)).name.lower()
+    quick = (
+        bool(model_cfg.get("quick_gelu", False))
+        or "quickgelu" in Path(name.removeprefix(HUB_PREFIX)).name.lower()
+    )
     act = "quick_gelu" if quick else "gelu"
     try:
         v_width = int(vision_cfg.get("width", 768))
-        heads = int(vision_cfg["heads"]) if "heads" in vision_cfg else v_width // int(vision_cfg.get("head_width", 64))
+        heads = (
+            int(vision_cfg["heads"])
+            if "heads" in vision_cfg
+            else v_width // int(vision_cfg.get("head_width", 64))
+        )
         patch = _square(vision_cfg.get("patch_size", 16), "patch_size", name)
         image = _square(vision_cfg.get("image_size", 224), "image_size", name)
-        vision = VisionConfig(width=v_width, layers=int(vision_cfg.get("layers", 12)), heads=heads, patch_size=int(patch),
-                              image_size=int(image), mlp_dim=int(v_width * float(vision_cfg.get("mlp_ratio", 4.0))),
-                              output_dim=int(embed_dim), act=act)
+        vision = VisionConfig(
+            width=v_width,
+            layers=int(vision_cfg.get("layers", 12)),
+            heads=heads,
+            patch_size=int(patch),
+            image_size=int(image),
+            mlp_dim=int(v_width * float(vision_cfg.get("mlp_ratio", 4.0))),
+            output_dim=int(embed_dim),
+            act=act,
+        )
         t_width = int(text_cfg.get("width", 512))
-        text = TextConfig(width=t_width, layers=int(text_cfg.get("layers", 12)), heads=int(text_cfg.get("heads", 8)),
-                          context_length=int(text_cfg.get("context_length", 77)), vocab_size=int(text_cfg.get("vocab_size", 49408)),
-                          mlp_dim=int(t_width * float(text_cfg.get("mlp_ratio", 4.0))), output_dim=int(embed_dim), act=act)
+        text = TextConfig(
+            width=t_width,
+            layers=int(text_cfg.get("layers", 12)),
+            heads=int(text_cfg.get("heads", 8)),
+            context_length=int(text_cfg.get("context_length", 77)),
+            vocab_size=int(text_cfg.get("vocab_size", 49408)),
+            mlp_dim=int(t_width * float(text_cfg.get("mlp_ratio", 4.0))),
+            output_dim=int(embed_dim),
+            act=act,
+        )
     except (TypeError, ValueError) as exc:
         raise FalipError(f"{name}: bad value in {CONFIG}: {exc}") from None
     return ClipConfig(vision, text)
@@ -129,7 +170,7 @@ def _square(value, what: str, name: str) -> int:
     return int(value)
 
 
-def _tokenizer(folder: Optional[Path], spec: str, context_length: int) -> Optional[ClipTokenizer]:
+def _tokenizer(folder: Path | None, spec: str, context_length: int) -> ClipTokenizer | None:
     """The checkpoint's Hugging Face tokenizer files, or OpenAI's BPE file beside it; else none."""
     if folder is not None and (folder / OPENAI_BPE_NAME).is_file():
         return tokenizer_from_bpe(folder / OPENAI_BPE_NAME, context_length)
@@ -155,6 +196,11 @@ def load(spec: str) -> LoadedCheckpoint:
     model = build_backbone(cfg, to_internal_keys(state), spec)
     pre = data.get("preprocess_cfg", {}) or {}
     mean, std = pre.get("mean"), pre.get("std")
-    return LoadedCheckpoint(model=model, tokenizer=_tokenizer(folder, spec, cfg.text.context_length), name=spec,
-                            mean=tuple(mean) if mean else None, std=tuple(std) if std else None,
-                            resize_mode=RESIZE_MODES.get(pre.get("resize_mode", "shortest"), "crop"))
+    return LoadedCheckpoint(
+        model=model,
+        tokenizer=_tokenizer(folder, spec, cfg.text.context_length),
+        name=spec,
+        mean=tuple(mean) if mean else None,
+        std=tuple(std) if std else None,
+        resize_mode=RESIZE_MODES.get(pre.get("resize_mode", "shortest"), "crop"),
+    )

@@ -13,14 +13,14 @@ trained); `score` adds SigLIP's logit bias.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import FalipError
-from ..masks import attention_bias
+from ..inputs.masks import attention_bias
 from .clip import ClipConfig, TextConfig, VisionConfig
 
 
@@ -34,7 +34,7 @@ class Attention(nn.Module):
         self.heads, self.head_dim = heads, width // heads
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(width, width) for _ in range(4))
 
-    def forward(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         split = lambda t: t.unflatten(-1, (self.heads, self.head_dim)).transpose(-3, -2)  # noqa: E731
         q, k, v = split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if bias is None else bias.to(q.dtype))
@@ -56,7 +56,7 @@ class Layer(nn.Module):
         self.layer_norm1, self.layer_norm2 = nn.LayerNorm(width, eps=eps), nn.LayerNorm(width, eps=eps)
         self.self_attn, self.mlp = Attention(width, heads), Mlp(width, hidden)
 
-    def forward(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.self_attn(self.layer_norm1(x), bias)
         return x + self.mlp(self.layer_norm2(x))
 
@@ -78,7 +78,7 @@ class PoolingHead(nn.Module):
         self.layernorm = nn.LayerNorm(width, eps=eps)
         self.mlp = Mlp(width, hidden)
 
-    def forward(self, tokens: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         """(B, N, D) tokens -> (B, D); `bias` (B, N) is added to the probe's attention logits."""
         attention = self.attention
         width = tokens.shape[-1]
@@ -89,7 +89,9 @@ class PoolingHead(nn.Module):
         k = F.linear(tokens, w_k, b_k).unflatten(-1, (self.heads, dh)).transpose(1, 2)  # (B, H, N, dh)
         v = F.linear(tokens, w_v, b_v).unflatten(-1, (self.heads, dh)).transpose(1, 2)
         mask = None if bias is None else bias[:, None, None, :].to(q.dtype)
-        out = F.scaled_dot_product_attention(q.expand(len(tokens), -1, -1, -1), k, v, attn_mask=mask)  # (B, H, 1, dh)
+        out = F.scaled_dot_product_attention(
+            q.expand(len(tokens), -1, -1, -1), k, v, attn_mask=mask
+        )  # (B, H, 1, dh)
         pooled = attention.out_proj(out.transpose(1, 2).flatten(2))[:, 0]  # (B, D)
         return pooled + self.mlp(self.layernorm(pooled))
 
@@ -126,8 +128,15 @@ class SiglipVision(nn.Module):
         return self.head(self.post_layernorm(x))
 
     @torch.no_grad()
-    def region_features(self, pixels: torch.Tensor, rows: torch.Tensor, image_index: torch.Tensor, layers: Sequence[int],
-                        form: str = "cls", chunk_size: int = 32) -> torch.Tensor:
+    def region_features(
+        self,
+        pixels: torch.Tensor,
+        rows: torch.Tensor,
+        image_index: torch.Tensor,
+        layers: Sequence[int],
+        form: str = "cls",
+        chunk_size: int = 32,
+    ) -> torch.Tensor:
         """FALIP features (R, D): `rows` (R, N + 1) bias rows in the [CLS]-first layout of the rest of
         falip (the [CLS] slot is dropped: SigLIP has none). Form a: the head's query row only, the
         encoder shared per image; forms b and c: also every row / the diagonal of `layers`."""
@@ -137,8 +146,12 @@ class SiglipVision(nn.Module):
             for block in self.blocks:
                 x = block(x)
             tokens = self.post_layernorm(x)
-            return torch.cat([self.head(tokens[image_index[s : s + chunk_size]], patch_rows[s : s + chunk_size])
-                              for s in range(0, len(rows), chunk_size)])
+            return torch.cat(
+                [
+                    self.head(tokens[image_index[s : s + chunk_size]], patch_rows[s : s + chunk_size])
+                    for s in range(0, len(rows), chunk_size)
+                ]
+            )
         layers = sorted({int(layer) % len(self.blocks) for layer in layers})
         for block in self.blocks[: layers[0]]:
             x = block(x)
@@ -206,8 +219,14 @@ class SiglipRegionEncoder:
 
     def __call__(self, pixels, rows, image_index, layers, form="cls", chunk_size=None) -> torch.Tensor:
         weight = self.visual.embeddings.patch_embedding.weight
-        return self.visual.region_features(pixels.to(weight.device, weight.dtype), rows.to(weight.device), image_index.to(weight.device),
-                                           layers, form, chunk_size or self.chunk_size)
+        return self.visual.region_features(
+            pixels.to(weight.device, weight.dtype),
+            rows.to(weight.device),
+            image_index.to(weight.device),
+            layers,
+            form,
+            chunk_size or self.chunk_size,
+        )
 
 
 def config_from_hf(config) -> tuple[ClipConfig, int]:
@@ -215,15 +234,36 @@ def config_from_hf(config) -> tuple[ClipConfig, int]:
     v, t = config.vision_config, config.text_config
     for name, part in (("vision", v), ("text", t)):
         if part.hidden_act not in ("gelu_pytorch_tanh", "gelu_new", "gelu_fast"):
-            raise FalipError(f"SigLIP {name} activation {part.hidden_act!r} is not supported (gelu_pytorch_tanh only)")
+            raise FalipError(
+                f"SigLIP {name} activation {part.hidden_act!r} is not supported (gelu_pytorch_tanh only)"
+            )
     if getattr(v, "vision_use_head", True) is False:
-        raise FalipError("this SigLIP has no attention-pooling head (vision_use_head=False): nothing to put FALIP's bias on")
-    vision = VisionConfig(width=v.hidden_size, layers=v.num_hidden_layers, heads=v.num_attention_heads, patch_size=v.patch_size,
-                          image_size=v.image_size, mlp_dim=v.intermediate_size, output_dim=v.hidden_size, act="gelu_tanh",
-                          ln_eps=v.layer_norm_eps)
-    text = TextConfig(width=t.hidden_size, layers=t.num_hidden_layers, heads=t.num_attention_heads,
-                      context_length=t.max_position_embeddings, vocab_size=t.vocab_size, mlp_dim=t.intermediate_size,
-                      output_dim=getattr(t, "projection_size", None) or t.hidden_size, act="gelu_tanh", ln_eps=t.layer_norm_eps)
+        raise FalipError(
+            "this SigLIP has no attention-pooling head (vision_use_head=False): nothing to put FALIP's bias "
+            "on"
+        )
+    vision = VisionConfig(
+        width=v.hidden_size,
+        layers=v.num_hidden_layers,
+        heads=v.num_attention_heads,
+        patch_size=v.patch_size,
+        image_size=v.image_size,
+        mlp_dim=v.intermediate_size,
+        output_dim=v.hidden_size,
+        act="gelu_tanh",
+        ln_eps=v.layer_norm_eps,
+    )
+    text = TextConfig(
+        width=t.hidden_size,
+        layers=t.num_hidden_layers,
+        heads=t.num_attention_heads,
+        context_length=t.max_position_embeddings,
+        vocab_size=t.vocab_size,
+        mlp_dim=t.intermediate_size,
+        output_dim=getattr(t, "projection_size", None) or t.hidden_size,
+        act="gelu_tanh",
+        ln_eps=t.layer_norm_eps,
+    )
     return ClipConfig(vision, text), v.intermediate_size
 
 
@@ -235,6 +275,9 @@ def build(config, state: dict[str, torch.Tensor], source: str) -> SiglipBackbone
     expected = model.state_dict()
     missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or extra:
-        raise FalipError(f"{source}: weights do not match SigLIP ({f'missing {missing[:3]}' if missing else f'unexpected {extra[:3]}'})")
+        raise FalipError(
+            f"{source}: weights do not match SigLIP "
+            f"({f'missing {missing[:3]}' if missing else f'unexpected {extra[:3]}'})"
+        )
     model.load_state_dict({k: v.float() for k, v in state.items()})
     return model.eval()

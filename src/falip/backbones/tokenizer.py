@@ -8,8 +8,8 @@ in the order OpenAI's SimpleTokenizer builds them, so token ids are OpenAI's.
 from __future__ import annotations
 
 import gzip
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -22,7 +22,11 @@ OPENAI_MERGES = 49152 - 256 - 2
 def byte_symbols() -> list[str]:
     """GPT-2's reversible byte -> character table, in its own order: printable bytes as themselves,
     then the other bytes as `chr(256 + n)`. OpenAI's vocabulary starts with these 256 symbols."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     others = [b for b in range(256) if b not in printable]
     return [chr(b) for b in printable] + [chr(256 + n) for n in range(len(others))]
 

@@ -1,6 +1,6 @@
 """The embedded default model: a small CLIP trained from scratch on this project's generated scenes.
 
-It ships inside the package (`falip/toy_clip/`, a `save_pretrained` directory with its model card)
+It ships inside the package (`falip/toy/weights/`, a `save_pretrained` directory with its model card)
 so that the demo, tests and benchmarks run offline. A model organism, not OpenAI's CLIP: it has
 seen coloured shapes on cluttered backgrounds and nothing else.
 """
@@ -14,7 +14,7 @@ from . import hf
 from .base import LoadedCheckpoint
 
 NAMES = ("toy", "falip-toy")
-TOY_DIR = Path(__file__).resolve().parents[1] / "toy_clip"
+TOY_DIR = Path(__file__).resolve().parents[1] / "toy" / "weights"
 
 
 def checkpoint_dir(name: str) -> Path:

@@ -7,7 +7,8 @@ A loader is a function whose keyword parameters are the CLI's options (`annotati
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import FalipError
 from .base import ClsDataset, ClsExample, RecExpression, RecImage, read_image
@@ -39,8 +40,10 @@ def _open(registry: dict[str, Callable], task: str, name: str, options: dict[str
     given = {k: v for k, v in options.items() if v is not None}
     extra = sorted(set(given) - set(params))
     if extra:
-        raise FalipError(f"{name} does not take {', '.join('--' + e.replace('_', '-') for e in extra)}; it takes "
-                         + ", ".join("--" + p.replace("_", "-") for p in params))
+        raise FalipError(
+            f"{name} does not take {', '.join('--' + e.replace('_', '-') for e in extra)}; it takes "
+            + ", ".join("--" + p.replace("_", "-") for p in params)
+        )
     missing = [p for p, spec in params.items() if spec.default is inspect.Parameter.empty and p not in given]
     if missing:
         raise FalipError(f"{name} needs {', '.join('--' + m.replace('_', '-') for m in missing)}")
@@ -59,5 +62,18 @@ def open_clouds(name: str, **options) -> CloudDataset:
     return _open(CLOUD_DATASETS, "point-cloud", name, options)
 
 
-__all__ = ["REC_DATASETS", "CLS_DATASETS", "CLOUD_DATASETS", "open_rec", "open_cls", "open_clouds", "RecImage", "RecExpression",
-           "ClsDataset", "ClsExample", "CloudDataset", "CloudExample", "read_image"]
+__all__ = [
+    "REC_DATASETS",
+    "CLS_DATASETS",
+    "CLOUD_DATASETS",
+    "open_rec",
+    "open_cls",
+    "open_clouds",
+    "RecImage",
+    "RecExpression",
+    "ClsDataset",
+    "ClsExample",
+    "CloudDataset",
+    "CloudExample",
+    "read_image",
+]

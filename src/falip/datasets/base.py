@@ -10,18 +10,20 @@ interrupted evaluation can resume.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any
 
 import numpy as np
 
 from ..errors import FalipError
+from ..inputs.images import open_image
 
 Box = list[float]
-ImageSource = Union[Path, Callable[[], Any]]
+ImageSource = Path | Callable[[], Any]
 
 
 _STRICT: ContextVar[bool] = ContextVar("falip_strict_data", default=False)
@@ -49,18 +51,17 @@ class Skipped(list):
 class RecData(list):
     """A referring-expression data set: its `RecImage`s, and what its loader skipped."""
 
-    def __init__(self, images=(), skipped: Optional[Skipped] = None):
+    def __init__(self, images=(), skipped: Skipped | None = None):
         super().__init__(images)
         self.skipped = skipped if skipped is not None else Skipped()
 
 
 def read_image(source: ImageSource):
-    """A PIL image (or array) from a file path or a zero-argument loader."""
+    """A data set's image from a file path (its stored pixels: no EXIF turn, as the authors' code reads
+    it and as its boxes were drawn) or a zero-argument loader (generated scenes)."""
     if callable(source):
         return source()
-    from ..preprocess import open_image
-
-    return open_image(source)
+    return open_image(source, exif=False)
 
 
 @dataclass
@@ -82,9 +83,9 @@ class RecImage:
 class ClsExample:
     key: str
     image: ImageSource
-    region: Union[Box, Callable[[], Union[Box, np.ndarray]]]  # a box, or a loader of a box or binary mask
+    region: Box | Callable[[], Box | np.ndarray]  # a box, or a loader of a box or binary mask
     label: int
-    group: Optional[str] = None  # e.g. Waterbirds' (bird, place) group, for worst-group accuracy
+    group: str | None = None  # e.g. Waterbirds' (bird, place) group, for worst-group accuracy
 
     def load_region(self):
         return self.region() if callable(self.region) else self.region
@@ -104,7 +105,9 @@ def require(path: Path, what: str, hint: str = "") -> Path:
     return path
 
 
-def read_table(path: Path, columns: int, skipped: Optional[Skipped] = None, numeric: tuple[int, ...] = ()) -> list[list[str]]:
+def read_table(
+    path: Path, columns: int, skipped: Skipped | None = None, numeric: tuple[int, ...] = ()
+) -> list[list[str]]:
     """Whitespace-separated rows with at least `columns` fields (CUB's text files); the fields at
     `numeric` must be numbers. A bad row is an error, or with `skipped` a note and left out."""
     rows = []
@@ -153,7 +156,9 @@ def coco_boxes(instances: Path) -> tuple[dict[str, dict], dict[str, list[dict]]]
         images = {str(i["id"]): i for i in data["images"]}
         anns: dict[str, list[dict]] = {}
         for a in data["annotations"]:
-            anns.setdefault(str(a["image_id"]), []).append({"id": a["id"], "bbox": list(map(float, a["bbox"]))})
+            anns.setdefault(str(a["image_id"]), []).append(
+                {"id": a["id"], "bbox": list(map(float, a["bbox"]))}
+            )
     except (KeyError, TypeError) as exc:
         raise FalipError(f"{instances}: not a COCO instances file (missing {exc})") from None
     return images, anns

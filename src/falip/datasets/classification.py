@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 from PIL import Image
@@ -18,7 +17,13 @@ from PIL import Image
 from ..errors import FalipError
 from .base import ClsDataset, ClsExample, Skipped, read_table, require
 
-CUB_FILES = ("images.txt", "image_class_labels.txt", "bounding_boxes.txt", "train_test_split.txt", "classes.txt")
+CUB_FILES = (
+    "images.txt",
+    "image_class_labels.txt",
+    "bounding_boxes.txt",
+    "train_test_split.txt",
+    "classes.txt",
+)
 
 
 def _readable(folder_name: str) -> str:
@@ -33,7 +38,10 @@ def _cub_tables(root: Path, skipped: Skipped) -> dict:
     for name in CUB_FILES:
         require(root / name, f"CUB-200-2011 file {name}", "the official CUB_200_2011 folder")
     images = dict(read_table(root / "images.txt", 2, skipped))
-    boxes = {i: list(map(float, (x, y, w, h))) for i, x, y, w, h in read_table(root / "bounding_boxes.txt", 5, skipped, (1, 2, 3, 4))}
+    boxes = {
+        i: list(map(float, (x, y, w, h)))
+        for i, x, y, w, h in read_table(root / "bounding_boxes.txt", 5, skipped, (1, 2, 3, 4))
+    }
     labels = dict(read_table(root / "image_class_labels.txt", 2, skipped))
     is_train = dict(read_table(root / "train_test_split.txt", 2, skipped))
     classes = sorted(((int(i), n) for i, n in read_table(root / "classes.txt", 2, numeric=(0,))))
@@ -51,29 +59,50 @@ def load_cub(root: Path, split: str = "test") -> ClsDataset:
     index = {str(i): k for k, (i, _) in enumerate(t["classes"])}
     examples = []
     for image_id, rel in t["images"].items():
-        missing = [name for name, table in (("bounding_boxes.txt", "boxes"), ("image_class_labels.txt", "labels"),
-                                            ("train_test_split.txt", "is_train")) if image_id not in t[table]]
+        missing = [
+            name
+            for name, table in (
+                ("bounding_boxes.txt", "boxes"),
+                ("image_class_labels.txt", "labels"),
+                ("train_test_split.txt", "is_train"),
+            )
+            if image_id not in t[table]
+        ]
         if missing:
             skipped.add(f"{root}: image {image_id} ({rel}) has no line in {', '.join(missing)}")
             continue
         if t["labels"][image_id] not in index:
-            skipped.add(f"{root / 'image_class_labels.txt'}: image {image_id} has label {t['labels'][image_id]}, which classes.txt lacks")
+            skipped.add(
+                f"{root / 'image_class_labels.txt'}: image {image_id} has label {t['labels'][image_id]}, "
+                "which classes.txt lacks"
+            )
             continue
         if split != "all" and (t["is_train"][image_id] == "1") != (split == "train"):
             continue
-        examples.append(ClsExample(image_id, require(root / "images" / rel, "CUB image"), t["boxes"][image_id], index[t["labels"][image_id]]))
+        examples.append(
+            ClsExample(
+                image_id,
+                require(root / "images" / rel, "CUB image"),
+                t["boxes"][image_id],
+                index[t["labels"][image_id]],
+            )
+        )
     return ClsDataset([_readable(n) for _, n in t["classes"]], examples, skipped)
 
 
-def _dogs_split(root: Path, split: str) -> Optional[set[str]]:
+def _dogs_split(root: Path, split: str) -> set[str] | None:
     if split == "all":
         return None
     for candidate in (root / f"{split}_list.mat", root / "lists" / f"{split}_list.mat"):
         if candidate.is_file():
             from scipy.io import loadmat
+
             files = loadmat(candidate)["file_list"]
             return {str(np.asarray(f).reshape(-1)[0]) for f in files.reshape(-1)}
-    raise FalipError(f"Stanford Dogs split list {split}_list.mat not found in {root} or {root / 'lists'} (or use split 'all')")
+    raise FalipError(
+        f"Stanford Dogs split list {split}_list.mat not found in {root} or {root / 'lists'} (or use split "
+        "'all')"
+    )
 
 
 def load_dogs(root: Path, split: str = "test") -> ClsDataset:
@@ -157,7 +186,13 @@ def _mask_loader(path: Path, class_id: int):
     return load
 
 
-def load_imagenet_s(root: Path, names: Optional[Path] = None, split: str = "validation", region: str = "mask", categories: Optional[Path] = None) -> ClsDataset:
+def load_imagenet_s(
+    root: Path,
+    names: Path | None = None,
+    split: str = "validation",
+    region: str = "mask",
+    categories: Path | None = None,
+) -> ClsDataset:
     """ImageNet-S (`ImageNetS919`, `ImageNetS300` or `ImageNetS50` folder): images in `<split>/<wnid>/`,
     semantic masks in `<split>-segmentation/<wnid>/*.png` whose class id is R + 256 G (1-based
     index into the sorted wnids). The region is the class's mask (`region="mask"`) or its box
@@ -171,7 +206,11 @@ def load_imagenet_s(root: Path, names: Optional[Path] = None, split: str = "vali
     masks_dir = require(root / f"{split}-segmentation", f"ImageNet-S mask folder {split}-segmentation/")
     wnids = sorted(p.name for p in masks_dir.iterdir() if p.is_dir())
     if categories is not None:
-        wnids = [w.strip() for w in require(Path(categories), "ImageNet-S category list").read_text().split() if w.strip()]
+        wnids = [
+            w.strip()
+            for w in require(Path(categories), "ImageNet-S category list").read_text().split()
+            if w.strip()
+        ]
     readable = {}
     if names is not None:
         for line in require(Path(names), "class-name file").read_text().splitlines():
@@ -186,13 +225,17 @@ def load_imagenet_s(root: Path, names: Optional[Path] = None, split: str = "vali
                 skipped.add(f"{mask}: no image {mask.stem}.* in {images_dir / wnid}")
                 continue
             loader = _mask_loader(mask, label + 1)
-            examples.append(ClsExample(f"{wnid}/{mask.stem}", image, loader if region == "mask" else _box_of(loader), label))
+            examples.append(
+                ClsExample(
+                    f"{wnid}/{mask.stem}", image, loader if region == "mask" else _box_of(loader), label
+                )
+            )
     return ClsDataset([readable.get(w, w) for w in wnids], examples, skipped)
 
 
 def _box_of(mask_loader):
     def load() -> list[float]:
-        from ..regions import region_box
+        from ..inputs.regions import region_box
 
         x0, y0, x1, y1 = region_box(mask_loader())
         return [x0, y0, x1 - x0, y1 - y0]

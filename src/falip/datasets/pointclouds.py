@@ -17,18 +17,33 @@ sphere (PointNet's normalisation; the HDF5 releases are already normalised, the 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from ..errors import FalipError
-from ..projection import normalise_cloud
+from ..tasks.projection import normalise_cloud
 from .base import require
 
-SCANOBJECTNN_CLASSES = ("bag", "bin", "box", "cabinet", "chair", "desk", "display", "door", "shelf", "table", "bed",
-                        "pillow", "sink", "sofa", "toilet")
+SCANOBJECTNN_CLASSES = (
+    "bag",
+    "bin",
+    "box",
+    "cabinet",
+    "chair",
+    "desk",
+    "display",
+    "door",
+    "shelf",
+    "table",
+    "bed",
+    "pillow",
+    "sink",
+    "sofa",
+    "toilet",
+)
 SCANOBJECTNN_FILES = {
     "obj_only": "main_split_nobg/{split}_objectdataset.h5",
     "obj_bg": "main_split/{split}_objectdataset.h5",
@@ -66,7 +81,9 @@ def sample_cloud(points: np.ndarray, count: int, seed: int) -> np.ndarray:
 
 
 def _names(path: Path) -> list[str]:
-    return [line.strip() for line in require(path, "class-name list").read_text().splitlines() if line.strip()]
+    return [
+        line.strip() for line in require(path, "class-name list").read_text().splitlines() if line.strip()
+    ]
 
 
 def _h5(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +91,9 @@ def _h5(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
     try:
         with h5py.File(path, "r") as handle:
-            return np.asarray(handle["data"][:], np.float32), np.asarray(handle["label"][:]).reshape(-1).astype(np.int64)
+            return np.asarray(handle["data"][:], np.float32), np.asarray(handle["label"][:]).reshape(
+                -1
+            ).astype(np.int64)
     except (OSError, KeyError) as exc:
         raise FalipError(f"{path}: not a point-cloud HDF5 file with `data` and `label` ({exc})") from None
 
@@ -96,8 +115,11 @@ def load_modelnet40(root: Path, split: str = "test", points: int = POINTS, seed:
     root = require(Path(root), "ModelNet40 folder")
     if (root / "modelnet40_shape_names.txt").is_file():
         classes = _names(root / "modelnet40_shape_names.txt")
-        listing = require(root / f"modelnet40_{split}.txt", f"ModelNet40 split list for {split!r}",
-                          "modelnet40_normal_resampled names its splits modelnet40_<split>.txt")
+        listing = require(
+            root / f"modelnet40_{split}.txt",
+            f"ModelNet40 split list for {split!r}",
+            "modelnet40_normal_resampled names its splits modelnet40_<split>.txt",
+        )
         index = {name: i for i, name in enumerate(classes)}
         examples = []
         for number, line in enumerate(listing.read_text().splitlines(), 1):
@@ -108,29 +130,51 @@ def load_modelnet40(root: Path, split: str = "test", points: int = POINTS, seed:
             if label not in index:
                 raise FalipError(f"{listing}:{number}: {name!r} names no class of modelnet40_shape_names.txt")
             path = require(root / label / f"{name}.txt", "ModelNet40 shape file")
-            examples.append(CloudExample(name, (lambda p=path: np.loadtxt(p, delimiter=",", dtype=np.float32)), index[label]))
+            examples.append(
+                CloudExample(
+                    name, (lambda p=path: np.loadtxt(p, delimiter=",", dtype=np.float32)), index[label]
+                )
+            )
         return CloudDataset(classes, examples, points, seed)
     if (root / "shape_names.txt").is_file():
         classes = _names(root / "shape_names.txt")
-        listing = require(root / f"{split}_files.txt", f"ModelNet40 HDF5 file list for {split!r}",
-                          "modelnet40_ply_hdf5_2048 lists its files in <split>_files.txt")
+        listing = require(
+            root / f"{split}_files.txt",
+            f"ModelNet40 HDF5 file list for {split!r}",
+            "modelnet40_ply_hdf5_2048 lists its files in <split>_files.txt",
+        )
         files = [root / Path(line.strip()).name for line in listing.read_text().splitlines() if line.strip()]
         arrays = [(f.name, *_h5(require(f, "ModelNet40 HDF5 file"))) for f in files]
         return CloudDataset(classes, _h5_examples(arrays, classes), points, seed)
-    raise FalipError(f"{root} is not a ModelNet40 folder: expected modelnet40_shape_names.txt (modelnet40_normal_resampled) "
-                     "or shape_names.txt (modelnet40_ply_hdf5_2048)")
+    raise FalipError(
+        f"{root} is not a ModelNet40 folder: expected modelnet40_shape_names.txt "
+        "(modelnet40_normal_resampled) "
+        "or shape_names.txt (modelnet40_ply_hdf5_2048)"
+    )
 
 
-def load_scanobjectnn(root: Path, split: str = "test", variant: str = "obj_only", points: int = POINTS, seed: int = 0) -> CloudDataset:
-    """ScanObjectNN's `h5_files` folder (or the folder holding it); `variant` obj_only, obj_bg or pb_t50_rs."""
+def load_scanobjectnn(
+    root: Path, split: str = "test", variant: str = "obj_only", points: int = POINTS, seed: int = 0
+) -> CloudDataset:
+    """ScanObjectNN's `h5_files` folder (or the folder holding it); `variant` obj_only, obj_bg or
+    pb_t50_rs."""
     if variant not in SCANOBJECTNN_FILES:
-        raise FalipError(f"unknown ScanObjectNN variant {variant!r}; choose one of {', '.join(SCANOBJECTNN_FILES)}")
+        raise FalipError(
+            f"unknown ScanObjectNN variant {variant!r}; choose one of {', '.join(SCANOBJECTNN_FILES)}"
+        )
     root = require(Path(root), "ScanObjectNN folder")
     if (root / "h5_files").is_dir():
         root = root / "h5_files"
-    path = require(root / SCANOBJECTNN_FILES[variant].format(split=split), f"ScanObjectNN {variant} {split} file")
+    path = require(
+        root / SCANOBJECTNN_FILES[variant].format(split=split), f"ScanObjectNN {variant} {split} file"
+    )
     data, labels = _h5(path)
-    return CloudDataset(list(SCANOBJECTNN_CLASSES), _h5_examples([(path.name, data, labels)], list(SCANOBJECTNN_CLASSES)), points, seed)
+    return CloudDataset(
+        list(SCANOBJECTNN_CLASSES),
+        _h5_examples([(path.name, data, labels)], list(SCANOBJECTNN_CLASSES)),
+        points,
+        seed,
+    )
 
 
 CLOUD_DATASETS = {"modelnet40": load_modelnet40, "scanobjectnn": load_scanobjectnn}

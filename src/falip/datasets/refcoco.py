@@ -17,7 +17,6 @@ import math
 import pickle
 import re
 from pathlib import Path
-from typing import Optional
 
 from ..errors import FalipError
 from .base import Box, RecData, RecExpression, RecImage, Skipped, coco_boxes, load_detections, require
@@ -34,7 +33,9 @@ def _coco_file(file_name: str) -> str:
     return file_name
 
 
-def _candidates(image_id: str, gold_candidates: list[Box], detections: Optional[dict], width=None, height=None) -> list[Box]:
+def _candidates(
+    image_id: str, gold_candidates: list[Box], detections: dict | None, width=None, height=None
+) -> list[Box]:
     """The gold objects' boxes, or the detector's proposals for the image (ReCLIP falls back to the
     whole image when the detector found nothing)."""
     if detections is None:
@@ -45,14 +46,16 @@ def _candidates(image_id: str, gold_candidates: list[Box], detections: Optional[
     return boxes
 
 
-def _add(images: dict[str, RecImage], file_name: str, image_root: Path, boxes: list[Box], expression: RecExpression) -> None:
+def _add(
+    images: dict[str, RecImage], file_name: str, image_root: Path, boxes: list[Box], expression: RecExpression
+) -> None:
     item = images.get(file_name)
     if item is None:
         item = images[file_name] = RecImage(file_name, image_root / file_name, boxes)
     item.expressions.append(expression)
 
 
-def load_reclip(annotations: Path, images: Path, detections: Optional[Path] = None) -> RecData:
+def load_reclip(annotations: Path, images: Path, detections: Path | None = None) -> RecData:
     """`annotations`: ReCLIP's jsonl; `images`: COCO train2014."""
     jsonl, image_root = Path(annotations), Path(images)
     require(jsonl, "ReCLIP jsonl file", "e.g. refcoco_testa.jsonl from ReCLIP's data release")
@@ -93,18 +96,28 @@ def _box(values) -> Box:
     return box
 
 
-def load_refer(annotations: Path, images: Path, split: str, split_by: str = "unc", detections: Optional[Path] = None) -> list[RecImage]:
+def load_refer(
+    annotations: Path, images: Path, split: str, split_by: str = "unc", detections: Path | None = None
+) -> list[RecImage]:
     """`annotations`: the folder with `refs(<split_by>).p` and `instances.json`; `images`: COCO train2014."""
     folder, image_root = Path(annotations), Path(images)
-    refs_file = require(folder / f"refs({split_by}).p", "refer annotation pickle", f"refer's data/<dataset>/refs({split_by}).p")
-    coco_images, coco_anns = coco_boxes(require(folder / "instances.json", "COCO instances file", "refer's instances.json"))
+    refs_file = require(
+        folder / f"refs({split_by}).p",
+        "refer annotation pickle",
+        f"refer's data/<dataset>/refs({split_by}).p",
+    )
+    coco_images, coco_anns = coco_boxes(
+        require(folder / "instances.json", "COCO instances file", "refer's instances.json")
+    )
     dets = load_detections(detections) if detections else None
     try:
         with open(refs_file, "rb") as handle:
             refs = pickle.load(handle)
         iter(refs)
     except Exception as exc:  # a damaged or foreign pickle can raise almost anything
-        raise FalipError(f"{refs_file}: not a refer annotation pickle ({type(exc).__name__}: {exc})") from None
+        raise FalipError(
+            f"{refs_file}: not a refer annotation pickle ({type(exc).__name__}: {exc})"
+        ) from None
     found: dict[str, RecImage] = {}
     splits, skipped = set(), Skipped()
     for number, ref in enumerate(refs):
@@ -124,24 +137,41 @@ def load_refer(annotations: Path, images: Path, split: str, split_by: str = "unc
         anns = coco_anns.get(image_id, [])
         gold = [a["bbox"] for a in anns if a["id"] == ann_id]
         if not gold:
-            skipped.add(f"{refs_file}: ref {ref_id}'s ann_id {ann_id} is not among image {image_id}'s annotations")
+            skipped.add(
+                f"{refs_file}: ref {ref_id}'s ann_id {ann_id} is not among image {image_id}'s annotations"
+            )
             continue
-        candidates = _candidates(image_id, [a["bbox"] for a in anns], dets, info.get("width"), info.get("height"))
+        candidates = _candidates(
+            image_id, [a["bbox"] for a in anns], dets, info.get("width"), info.get("height")
+        )
         for s, sentence in enumerate(sentences):
-            _add(found, info["file_name"], image_root, candidates, RecExpression(f"{ref_id}:{s}", sentence, gold))
+            _add(
+                found,
+                info["file_name"],
+                image_root,
+                candidates,
+                RecExpression(f"{ref_id}:{s}", sentence, gold),
+            )
     if not found:
-        raise FalipError(f"{refs_file}: no ref in split {split!r}; splits there: {', '.join(sorted(map(str, splits)))}")
+        raise FalipError(
+            f"{refs_file}: no ref in split {split!r}; splits there: {', '.join(sorted(map(str, splits)))}"
+        )
     return RecData(found.values(), skipped)
 
 
-def load_transvg(annotations: Path, images: Path, instances: Optional[Path] = None, detections: Optional[Path] = None) -> list[RecImage]:
+def load_transvg(
+    annotations: Path, images: Path, instances: Path | None = None, detections: Path | None = None
+) -> list[RecImage]:
     """`annotations`: a split file such as `unc/unc_testA.pth`; `images`: COCO train2014."""
     import torch
 
     split_file, image_root = Path(annotations), Path(images)
     require(split_file, "TransVG split file", "e.g. data/unc/unc_testA.pth")
     if instances is None and detections is None:
-        raise FalipError("a TransVG split file holds only the gold box: give COCO's instances.json or a detections file for the candidates")
+        raise FalipError(
+            "a TransVG split file holds only the gold box: give COCO's instances.json or a detections file "
+            "for the candidates"
+        )
     anns = coco_boxes(instances)[1] if instances else None
     dets = load_detections(detections) if detections else None
     try:

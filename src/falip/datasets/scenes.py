@@ -7,10 +7,10 @@ Scenes are generated once and kept (500 of them take about 25 MB).
 
 from __future__ import annotations
 
-from .. import checks
 from ..errors import FalipError
-from ..scenes.world import SPLITS, Scene, class_names, make_scene
+from ..inputs import checks
 from .base import ClsDataset, ClsExample, RecExpression, RecImage
+from .scene_world import SPLITS, Scene, class_names, make_scene
 
 MULTI_OFFSET = 1_000_000  # the multi-object scenes' indices, as in `scenes.evaluate.Split`
 
@@ -25,7 +25,9 @@ def scene_rec(split: str = "test", count: int = 500) -> list[RecImage]:
     out = []
     for i, scene in enumerate(_scenes(split, count)):
         boxes = [list(o.box) for o in scene.objects]
-        exprs = [RecExpression(f"{i}:{target}", text, [boxes[target]]) for target, text, _ in scene.expressions()]
+        exprs = [
+            RecExpression(f"{i}:{target}", text, [boxes[target]]) for target, text, _ in scene.expressions()
+        ]
         out.append(RecImage(f"{split}/{i}", (lambda image=scene.image: image), boxes, exprs))
     return out
 

@@ -8,20 +8,20 @@ averaged over regions. One JSON line per image as it is done, so an interrupted 
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from .. import checks
 from ..datasets import ClsDataset, RecImage, read_image
-from ..preprocess import open_image
-from ..regions import region_box
+from ..engine.unleash import head_deltas
+from ..inputs import checks
+from ..inputs.images import open_image
+from ..inputs.regions import region_box
 from ..tasks.visual_prompts import get_visual_prompt
-from ..unleash import head_deltas
 from .distributed import single_process
 from .store import ResultStore
 
@@ -42,8 +42,17 @@ def region_sets(data: Sequence[RecImage] | ClsDataset) -> list[RegionSet]:
     return [RegionSet(item.key, item.image, list(item.boxes)) for item in data]
 
 
-def rank_heads(model, sets: Iterable[RegionSet], prompt: str, out: Path, *, config: dict, limit: Optional[int] = None,
-               overwrite: bool = False, progress: bool = True) -> np.ndarray:
+def rank_heads(
+    model,
+    sets: Iterable[RegionSet],
+    prompt: str,
+    out: Path,
+    *,
+    config: dict,
+    limit: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> np.ndarray:
     """Mean `||G' - G||` per (layer, head) over every region, as an (L, H) array; writes
     `out/results.jsonl` (resumable) and `out/heads.csv`."""
     model.needs_cls("falip heads rank")
@@ -57,7 +66,9 @@ def rank_heads(model, sets: Iterable[RegionSet], prompt: str, out: Path, *, conf
         for item in tqdm(todo, desc="images", unit="img", disable=not progress):
             image = open_image(read_image(item.image))
             regions = [r() if callable(r) else r for r in item.regions]
-            prompted = model.pixels([draw(image, region_box(r)) for r in regions]).to(model.device, model.dtype)
+            prompted = model.pixels([draw(image, region_box(r)) for r in regions]).to(
+                model.device, model.dtype
+            )
             original = model.pixels(image).to(model.device, model.dtype)
             with torch.no_grad():
                 deltas, _ = head_deltas(model.backbone.visual, original, prompted, model.encoder.chunk_size)

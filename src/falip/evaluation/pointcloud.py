@@ -8,21 +8,28 @@ layer's [CLS] attention on the views' foreground tokens; `attention.json` averag
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from .. import checks
 from ..datasets import CloudDataset
 from ..errors import FalipError
+from ..inputs import checks
 from ..tasks.classify import top_k
-from ..pictures import Panel, heat_panels
-from ..tasks.pointcloud import (CLOUD_METHODS, class_text_features, cloud_views, cloud_scores, foreground_attention, search_view_weights,
-                                view_attention, view_features)
+from ..tasks.pointcloud import (
+    CLOUD_METHODS,
+    class_text_features,
+    cloud_scores,
+    cloud_views,
+    foreground_attention,
+    search_view_weights,
+    view_attention,
+    view_features,
+)
 from .distributed import single_process
 from .runner import RunConfig
 from .store import ResultStore
@@ -38,8 +45,14 @@ def _check(config: RunConfig) -> None:
 
 
 def _options(config: RunConfig) -> dict:
-    return {"region": config.cloud_region, "input_mode": config.cloud_input, "alpha": config.alpha, "sigma": config.sigma,
-            "layers": config.layers, "form": config.form}
+    return {
+        "region": config.cloud_region,
+        "input_mode": config.cloud_input,
+        "alpha": config.alpha,
+        "sigma": config.sigma,
+        "layers": config.layers,
+        "form": config.form,
+    }
 
 
 def _views(data: CloudDataset, example, config: RunConfig):
@@ -47,8 +60,9 @@ def _views(data: CloudDataset, example, config: RunConfig):
 
 
 @torch.no_grad()
-def search_weights(models: dict, data: CloudDataset, config: RunConfig, *, limit: Optional[int] = None,
-                   progress: bool = True) -> dict[str, list[float]]:
+def search_weights(
+    models: dict, data: CloudDataset, config: RunConfig, *, limit: int | None = None, progress: bool = True
+) -> dict[str, list[float]]:
     """View weights per `<model>:<method>`, searched on `data` (a validation split, never the test split)."""
     _check(config)
     examples = data.examples[:limit]
@@ -58,15 +72,30 @@ def search_weights(models: dict, data: CloudDataset, config: RunConfig, *, limit
         depth, foreground = _views(data, example, config)
         for name, model in models.items():
             for method in config.methods:
-                per_view[f"{name}:{method}"].append(view_features(model, depth, method, foreground=foreground, **_options(config)) @ texts[name].T)
+                per_view[f"{name}:{method}"].append(
+                    view_features(model, depth, method, foreground=foreground, **_options(config))
+                    @ texts[name].T
+                )
     labels = [e.label for e in examples]
     return {system: search_view_weights(torch.stack(scores), labels) for system, scores in per_view.items()}
 
 
-def run_pointcloud(models: dict, data: CloudDataset, config: RunConfig, out: Path, *, limit: Optional[int] = None,
-                   overwrite: bool = False, progress: bool = True, pictures: int = 0) -> dict:
-    """Top-1 and top-5 for every (model, method); with `pictures`, Fig. 5's attention picture of the
-    first that many clouds in `out/pictures/`."""
+def run_pointcloud(
+    models: dict,
+    data: CloudDataset,
+    config: RunConfig,
+    out: Path,
+    *,
+    limit: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    pictures: int = 0,
+    draw: Callable[[dict, Path, str], Path] | None = None,
+) -> dict:
+    """Top-1 and top-5 for every (model, method); with `pictures` and `draw`, Fig. 5's attention picture of
+    the first that many clouds in `out/pictures/` (`draw(maps, path, title)`, e.g.
+    `falip.viz.pointclouds.draw_views`:
+    the drawing layer sits above this one, so the caller hands it in)."""
     _check(config)
     single_process("falip eval pointcloud")
     limit = checks.optional_count("limit", limit)
@@ -76,26 +105,43 @@ def run_pointcloud(models: dict, data: CloudDataset, config: RunConfig, out: Pat
         done = store.done
         texts = {n: class_text_features(model, data.classes, config.templates) for n, model in models.items()}
         weights = config.view_weights or {}
-        for number, example in enumerate(tqdm(data.examples[:limit], desc="clouds", unit="cloud", disable=not progress)):
+        for number, example in enumerate(
+            tqdm(data.examples[:limit], desc="clouds", unit="cloud", disable=not progress)
+        ):
             if example.key in done:
                 continue
             depth, foreground = _views(data, example, config)
             results = {}
             for index, (name, model) in enumerate(models.items()):
-                maps = view_attention(model, depth, input_mode=config.cloud_input, alpha=config.alpha, sigma=config.sigma,
-                                      layers=config.layers, foreground=foreground)
+                maps = view_attention(
+                    model,
+                    depth,
+                    input_mode=config.cloud_input,
+                    alpha=config.alpha,
+                    sigma=config.sigma,
+                    layers=config.layers,
+                    foreground=foreground,
+                )
                 plain_share, falip_share = foreground_attention(maps)
-                if index == 0 and number < pictures:
+                if draw is not None and index == 0 and number < pictures:
                     key = example.key.replace("/", "_").replace(":", "_")
-                    draw_views(maps, Path(out) / "pictures" / f"{key}.png", f"{example.key} ({data.classes[example.label]}), {name}")
+                    draw(
+                        maps,
+                        Path(out) / "pictures" / f"{key}.png",
+                        f"{example.key} ({data.classes[example.label]}), {name}",
+                    )
                 for method in config.methods:
                     system = f"{name}:{method}"
                     feats = view_features(model, depth, method, foreground=foreground, **_options(config))
                     scores = cloud_scores(feats, texts[name], weights.get(system))
                     hits = top_k(scores[None], [example.label])
                     share = falip_share if method == "falip" else plain_share
-                    results[system] = {"pred": int(scores.argmax()), "top1": bool(hits[1][0]), "top5": bool(hits[5][0]),
-                                       "foreground_attention": None if np.isnan(share) else share}
+                    results[system] = {
+                        "pred": int(scores.argmax()),
+                        "top1": bool(hits[1][0]),
+                        "top5": bool(hits[5][0]),
+                        "foreground_attention": None if np.isnan(share) else share,
+                    }
             store.add([{"key": example.key, "label": example.label, "results": results}])
         summary = write_summary(out, store.records)
         write_attention(out, store.records)
@@ -114,22 +160,3 @@ def write_attention(out: Path, records: list[dict]) -> dict[str, float]:
     means = {system: float(np.mean(values)) for system, values in shares.items()}
     (Path(out) / "attention.json").write_text(json.dumps(means, indent=2) + "\n")
     return means
-
-
-def draw_views(maps: dict, path: Path, title: str) -> Path:
-    """Fig. 5 right: each view's depth map under its [CLS] attention, plain (top row) and FALIP
-    (bottom row), the foreground box outlined, the share of attention on it in each title."""
-    from PIL import Image
-
-    pixels = maps["pixels"][:, 0].numpy()
-    views = [Image.fromarray((255 * (p - p.min()) / max(float(p.max() - p.min()), 1e-12)).astype(np.uint8)).convert("RGB")
-             for p in pixels]
-    panels = []
-    for label in ("plain", "falip"):
-        for k, view in enumerate(maps["views"]):
-            grid, inside = maps[label][k], maps["inside"][k]
-            share = float((grid * inside).sum() / grid.sum())
-            name = "plain CLIP" if label == "plain" else "FALIP"
-            panels.append(Panel(f"view {view + 1}, {name}: {100 * share:.0f}%", grid, view=views[k], box=maps["boxes"][k]))
-    return heat_panels(views[0], panels, path, title=title + ": [CLS] attention on each depth view, last layer (each panel its own scale)",
-                       columns=len(maps["views"]), shared_scale=False)

@@ -14,17 +14,18 @@ from __future__ import annotations
 import json
 import sys
 import zlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
 
 import torch
 from tqdm import tqdm
 
 from ..datasets import ClsDataset, RecImage, read_image
 from ..datasets.base import Skipped
-from .. import checks
 from ..errors import FalipError
+from ..inputs import checks
+from ..inputs.settings import PAPER
 from ..tasks.classify import TEMPLATE_SETS, class_features, resolve_templates, top_k
 from ..tasks.methods import TEMPLATE, get_method, region_features, text_features
 from ..tasks.rec import NegativeSampler, ensemble, iou
@@ -44,29 +45,31 @@ class RunConfig:
     dataset: str
     models: list[str]
     methods: list[str]
-    alpha: float = 0.2
-    sigma: float = 100.0
-    layers: Optional[list[int]] = None
+    alpha: float = PAPER.alpha
+    sigma: float = PAPER.sigma
+    layers: list[int] | None = None
     form: str = "cls"
     template: str = TEMPLATE
     templates: str | list[str] = "photo"
     subtract: int = 0  # negative captions per expression (0: off)
-    ensemble: Optional[str] = None
+    ensemble: str | None = None
     iou: float = 0.5
     seed: int = 0
     pasta_scale: float = 0.01
-    pasta_heads: Optional[str] = None  # "layer:head,..." (0-based); None: every head of the masked layers
-    unleash_layers: Optional[list[int]] = None  # None: the last third (the last 4 of 12)
-    unleash_heads: Optional[str] = None  # "layer:head,..."; None: every head of the unleashed layers
+    pasta_heads: str | None = None  # "layer:head,..." (0-based); None: every head of the masked layers
+    unleash_layers: list[int] | None = None  # None: the last third (the last 4 of 12)
+    unleash_heads: str | None = None  # "layer:head,..."; None: every head of the unleashed layers
     cloud_region: str = "box"  # point clouds: each view's foreground box, or its mask
     cloud_input: str = "pointclip"  # point clouds: raw depths as PointCLIP, or "clip" normalisation
-    cloud_projection: str = "pointclip"  # point clouds: PointCLIP's six depth maps, or V2's ten "realistic" views
-    view_weights: Optional[dict] = None  # point clouds: {"<model>:<method>": [beta per view]}; None: equal
+    cloud_projection: str = (
+        "pointclip"  # point clouds: PointCLIP's six depth maps, or V2's ten "realistic" views
+    )
+    view_weights: dict | None = None  # point clouds: {"<model>:<method>": [beta per view]}; None: equal
     data: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         """Every setting checked once, here, whether it came from the command line or from Python."""
-        from ..masks import MASK_FORMS
+        from ..inputs.masks import MASK_FORMS
         from ..tasks.rec import ENSEMBLES
 
         self.alpha, self.sigma = checks.falip_strength(self.alpha, self.sigma)
@@ -76,7 +79,7 @@ class RunConfig:
             raise FalipError(f"unknown mask form {self.form!r}; choose one of {', '.join(MASK_FORMS)}")
         checks.template(self.template, "REC template")
         if not isinstance(self.templates, str) or self.templates not in TEMPLATE_SETS:
-            for text in ([self.templates] if isinstance(self.templates, str) else self.templates):
+            for text in [self.templates] if isinstance(self.templates, str) else self.templates:
                 checks.template(text, "class template")
         self.subtract = checks.count("subtract", self.subtract, minimum=0)
         self.iou = checks.fraction("iou", self.iou)
@@ -86,9 +89,16 @@ class RunConfig:
         self.seed = checks.count("seed", self.seed, minimum=0)
 
     def method_options(self) -> dict:
-        return {"alpha": self.alpha, "sigma": self.sigma, "layers": self.layers, "form": self.form,
-                "pasta_scale": self.pasta_scale, "pasta_heads": self.pasta_heads,
-                "unleash_layers": self.unleash_layers, "unleash_heads": self.unleash_heads}
+        return {
+            "alpha": self.alpha,
+            "sigma": self.sigma,
+            "layers": self.layers,
+            "form": self.form,
+            "pasta_scale": self.pasta_scale,
+            "pasta_heads": self.pasta_heads,
+            "unleash_layers": self.unleash_layers,
+            "unleash_heads": self.unleash_heads,
+        }
 
 
 def _check_methods(methods: Sequence[str]) -> None:
@@ -101,11 +111,14 @@ def _check_methods(methods: Sequence[str]) -> None:
 def _check_options(models: dict, config: RunConfig) -> None:
     """Settings that depend on the model (layers, heads) checked before the first example, so that
     a typo stops the run at once instead of being taken for a bad example."""
-    from ..masks import parse_heads, select_heads
+    from ..inputs.masks import parse_heads, select_heads
 
     for model in models.values():
         vision = model.backbone.cfg.vision
-        for layers, heads in ((config.layers, config.pasta_heads), (config.unleash_layers, config.unleash_heads)):
+        for layers, heads in (
+            (config.layers, config.pasta_heads),
+            (config.unleash_layers, config.unleash_heads),
+        ):
             try:
                 pairs = parse_heads(heads) if heads else None
                 select_heads(model.masked_layers(layers), pairs, vision.layers, vision.heads)
@@ -122,11 +135,15 @@ class _TextCache:
         self.batch = batch
         self.cache: dict[tuple, torch.Tensor] = {}
 
-    def __call__(self, name: str, model, method: str, texts: Sequence[str], progress: bool = False) -> torch.Tensor:
+    def __call__(
+        self, name: str, model, method: str, texts: Sequence[str], progress: bool = False
+    ) -> torch.Tensor:
         rewrite = get_method(method).text
         missing = [t for t in dict.fromkeys(texts) if (name, rewrite, t) not in self.cache]
         starts = range(0, len(missing), self.batch)
-        for start in tqdm(starts, desc=f"texts ({name})", unit="batch", disable=not progress or len(starts) < 2):
+        for start in tqdm(
+            starts, desc=f"texts ({name})", unit="batch", disable=not progress or len(starts) < 2
+        ):
             part = missing[start : start + self.batch]
             for t, f in zip(part, text_features(model, part, self.template, method)):
                 self.cache[(name, rewrite, t)] = f
@@ -182,8 +199,16 @@ def negative_seed(seed: int, key: str) -> int:
     return seed + zlib.crc32(key.encode())
 
 
-def run_rec(models: dict, images: Sequence[RecImage], config: RunConfig, out: Path, *, limit: Optional[int] = None,
-            overwrite: bool = False, progress: bool = True) -> dict:
+def run_rec(
+    models: dict,
+    images: Sequence[RecImage],
+    config: RunConfig,
+    out: Path,
+    *,
+    limit: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
     """Evaluate every (model, method) on the images' expressions; returns the summary."""
     _check_methods(config.methods)
     _check_options(models, config)
@@ -199,10 +224,20 @@ def run_rec(models: dict, images: Sequence[RecImage], config: RunConfig, out: Pa
         skipped = Skipped(getattr(images, "skipped", []) if shard.main else [])
         texts = _TextCache(config.template)
         pools: dict[tuple, torch.Tensor] = {}
-        sampler = NegativeSampler([e.text for item in images for e in item.expressions]) if config.subtract and wanted else None
+        sampler = (
+            NegativeSampler([e.text for item in images for e in item.expressions])
+            if config.subtract and wanted
+            else None
+        )
         _announce(shard, len(mine), "images")
         total = sum(1 for e in todo if e.key in mine_keys)
-        bar = tqdm(total=total, initial=total - len(wanted & mine_keys), desc="expressions", disable=not progress, unit="expr")
+        bar = tqdm(
+            total=total,
+            initial=total - len(wanted & mine_keys),
+            desc="expressions",
+            disable=not progress,
+            unit="expr",
+        )
         try:
             todo_images = [item for item in mine if any(e.key in wanted for e in item.expressions)]
             for item, loading in prefetch(todo_images, lambda it: read_image(it.image)):
@@ -212,23 +247,42 @@ def run_rec(models: dict, images: Sequence[RecImage], config: RunConfig, out: Pa
                         raise FalipError("no candidate boxes")
                     image = loading.result()
                     own = [e.text for e in item.expressions]
-                    negatives = [sampler.sample(own, config.subtract, negative_seed(config.seed, e.key)) for e in exprs] if sampler else None
+                    negatives = (
+                        [
+                            sampler.sample(own, config.subtract, negative_seed(config.seed, e.key))
+                            for e in exprs
+                        ]
+                        if sampler
+                        else None
+                    )
                     all_scores = {}
                     for name, model in models.items():
                         scale = model.backbone.logit_scale.float().exp().item()
                         for method in config.methods:
-                            feats = region_features(model, image, item.boxes, method, **config.method_options())
-                            scores = scale * feats @ texts(name, model, method, [e.text for e in exprs]).T  # (R, E)
+                            feats = region_features(
+                                model, image, item.boxes, method, **config.method_options()
+                            )
+                            scores = (
+                                scale * feats @ texts(name, model, method, [e.text for e in exprs]).T
+                            )  # (R, E)
                             if negatives:
                                 pool_key = (name, get_method(method).text)
-                                if pool_key not in pools:  # (P, D): every distinct expression, encoded once per model and text rewrite
-                                    pools[pool_key] = texts(name, model, method, sampler.texts, progress=progress)
+                                if (
+                                    pool_key not in pools
+                                ):  # (P, D): each distinct expression, once per model and text rewrite
+                                    pools[pool_key] = texts(
+                                        name, model, method, sampler.texts, progress=progress
+                                    )
                                 pool = pools[pool_key]
-                                mean_negative = torch.stack([pool[torch.as_tensor(n)].mean(0) for n in negatives])  # (E, D)
+                                mean_negative = torch.stack(
+                                    [pool[torch.as_tensor(n)].mean(0) for n in negatives]
+                                )  # (E, D)
                                 scores = scores - scale * feats @ mean_negative.T
                             all_scores[f"{name}:{method}"] = scores
                 except FalipError as exc:  # a bad image or box: this image is left out, named, and counted
-                    skipped.add(f"image {item.key} ({item.image if not callable(item.image) else 'generated'}): {exc}")
+                    skipped.add(
+                        f"image {item.key} ({item.image if not callable(item.image) else 'generated'}): {exc}"
+                    )
                     bar.update(len(exprs))
                     continue
                 if config.ensemble:
@@ -239,7 +293,9 @@ def run_rec(models: dict, images: Sequence[RecImage], config: RunConfig, out: Pa
                     for system, scores in all_scores.items():
                         pred, correct = _hits(scores[:, j], item.boxes, expr.gold, config.iou)
                         results[system] = {"pred": pred, "correct": correct}
-                    records.append({"key": expr.key, "image": item.key, "text": expr.text, "results": results})
+                    records.append(
+                        {"key": expr.key, "image": item.key, "text": expr.text, "results": results}
+                    )
                 store.add(records)
                 bar.update(len(records))
         except BaseException:
@@ -251,8 +307,16 @@ def run_rec(models: dict, images: Sequence[RecImage], config: RunConfig, out: Pa
         store.close()
 
 
-def run_cls(models: dict, data: ClsDataset, config: RunConfig, out: Path, *, limit: Optional[int] = None,
-            overwrite: bool = False, progress: bool = True) -> dict:
+def run_cls(
+    models: dict,
+    data: ClsDataset,
+    config: RunConfig,
+    out: Path,
+    *,
+    limit: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
     """Top-1 and top-5 region classification for every (model, method)."""
     _check_methods(config.methods)
     _check_options(models, config)
@@ -262,7 +326,9 @@ def run_cls(models: dict, data: ClsDataset, config: RunConfig, out: Path, *, lim
     store = ResultStore(out, asdict(config), overwrite, shard)
     try:
         done = store.done
-        examples = [e for index, e in enumerate(data.examples[:limit]) if e.key not in done and shard.mine(index)]
+        examples = [
+            e for index, e in enumerate(data.examples[:limit]) if e.key not in done and shard.mine(index)
+        ]
         classes = {
             (name, method): class_features(model, data.classes, config.templates, method)
             for name, model in models.items()
@@ -272,7 +338,9 @@ def run_cls(models: dict, data: ClsDataset, config: RunConfig, out: Path, *, lim
         _announce(shard, len(examples), "examples")
         try:
             loads = prefetch(examples, lambda ex: read_image(ex.image))
-            for example, loading in tqdm(loads, total=len(examples), desc="images", disable=not progress, unit="img"):
+            for example, loading in tqdm(
+                loads, total=len(examples), desc="images", disable=not progress, unit="img"
+            ):
                 results = {}
                 try:
                     image = loading.result()
@@ -282,11 +350,22 @@ def run_cls(models: dict, data: ClsDataset, config: RunConfig, out: Path, *, lim
                             feats = region_features(model, image, [region], method, **config.method_options())
                             scores = feats @ classes[(name, method)].T
                             hits = top_k(scores, [example.label])
-                            results[f"{name}:{method}"] = {"pred": int(scores.argmax()), "top1": bool(hits[1][0]), "top5": bool(hits[5][0])}
-                except FalipError as exc:  # a bad image, box or mask: this example is left out, named, and counted
-                    skipped.add(f"example {example.key} ({example.image if not callable(example.image) else 'generated'}): {exc}")
+                            results[f"{name}:{method}"] = {
+                                "pred": int(scores.argmax()),
+                                "top1": bool(hits[1][0]),
+                                "top5": bool(hits[5][0]),
+                            }
+                except (
+                    FalipError
+                ) as exc:  # a bad image, box or mask: this example is left out, named, and counted
+                    skipped.add(
+                        f"example {example.key} "
+                        f"({example.image if not callable(example.image) else 'generated'}): {exc}"
+                    )
                     continue
-                store.add([{"key": example.key, "label": example.label, "group": example.group, "results": results}])
+                store.add(
+                    [{"key": example.key, "label": example.label, "group": example.group, "results": results}]
+                )
         except BaseException:
             signal_failure(shard)
             raise

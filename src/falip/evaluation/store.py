@@ -46,7 +46,9 @@ class ResultStore:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise FalipError(f"cannot create the output folder {self.folder}: {exc.strerror or exc}") from None
+            raise FalipError(
+                f"cannot create the output folder {self.folder}: {exc.strerror or exc}"
+            ) from None
         self._lock = None
         self.path = self.folder / (RESULTS if shard.world == 1 else f"results.rank{shard.rank}.jsonl")
         problem = None
@@ -58,7 +60,9 @@ class ResultStore:
             problem = exc
         if not all_ok(shard, problem is None):
             self.close()
-            raise problem or FalipError(f"another rank of this run stopped before starting ({self.folder}): see its error")
+            raise problem or FalipError(
+                f"another rank of this run stopped before starting ({self.folder}): see its error"
+            )
         barrier(shard)  # rank 0 has checked and written config.json
         if not shard.main and json.loads((self.folder / CONFIG).read_text()) != config:
             raise FalipError(f"rank {shard.rank} was started with other settings than rank 0")
@@ -75,7 +79,9 @@ class ResultStore:
             try:
                 saved = json.loads(config_path.read_text())
             except (json.JSONDecodeError, UnicodeDecodeError):
-                raise FalipError(f"{config_path} is damaged (not JSON): delete it, or use --overwrite to start again") from None
+                raise FalipError(
+                    f"{config_path} is damaged (not JSON): delete it, or use --overwrite to start again"
+                ) from None
             if saved != config:
                 changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
                 raise FalipError(
@@ -86,7 +92,11 @@ class ResultStore:
 
     def _all_files(self) -> list[Path]:
         """The merged results and every rank's, that exist."""
-        return [p for p in [self.folder / RESULTS, *sorted(self.folder.glob("results.rank*.jsonl"))] if p.is_file()]
+        return [
+            p
+            for p in [self.folder / RESULTS, *sorted(self.folder.glob("results.rank*.jsonl"))]
+            if p.is_file()
+        ]
 
     def _take_lock(self):
         """Hold this rank's lock file for this process, or say who holds it."""
@@ -96,14 +106,18 @@ class ResultStore:
         try:
             handle = open(path, "a+")
         except OSError as exc:
-            raise FalipError(f"cannot write to the output folder {self.folder}: {exc.strerror or exc}") from None
+            raise FalipError(
+                f"cannot write to the output folder {self.folder}: {exc.strerror or exc}"
+            ) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise FalipError(f"{self.folder} is in use by another run ({holder}): wait for it, or use another --out") from None
+            raise FalipError(
+                f"{self.folder} is in use by another run ({holder}): wait for it, or use another --out"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")

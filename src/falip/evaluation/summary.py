@@ -6,10 +6,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from ..stats import Accuracy
+from .stats import Accuracy
 from .store import write_atomic
 
 METRICS = ("top1", "top5", "correct")
@@ -33,7 +33,10 @@ def summarise(records: list[dict]) -> dict[str, dict]:
         out[system] = {m: Accuracy(sum(v), len(v)).to_dict() for m, v in metrics.items()}
         if system in groups:
             worst = min(groups[system].items(), key=lambda kv: sum(kv[1]) / len(kv[1]))
-            out[system]["worst_group"] = {"group": worst[0], **Accuracy(sum(worst[1]), len(worst[1])).to_dict()}
+            out[system]["worst_group"] = {
+                "group": worst[0],
+                **Accuracy(sum(worst[1]), len(worst[1])).to_dict(),
+            }
     return out
 
 
@@ -73,8 +76,14 @@ def write_summary(folder: Path, records: list[dict], skipped: Sequence[str] = ()
     write_atomic(folder / "summary.csv", to_csv(summary))
     text = markdown(summary)
     if skipped:
-        write_atomic(folder / "skipped.json", json.dumps({"count": len(skipped), "skipped": list(skipped)}, indent=2) + "\n")
-        text += f"\nSkipped {len(skipped)} bad example(s) or annotation(s), each named in skipped.json (--strict stops at the first).\n"
+        write_atomic(
+            folder / "skipped.json",
+            json.dumps({"count": len(skipped), "skipped": list(skipped)}, indent=2) + "\n",
+        )
+        text += (
+            f"\nSkipped {len(skipped)} bad example(s) or annotation(s), each named in skipped.json"
+            " (--strict stops at the first).\n"
+        )
     else:
         (folder / "skipped.json").unlink(missing_ok=True)
     write_atomic(folder / "summary.md", text)

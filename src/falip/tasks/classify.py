@@ -6,14 +6,14 @@ set, the unit features are averaged and normalised again. Scores are cosines; to
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import checks
 from ..errors import FalipError
+from ..inputs import checks
 from .methods import get_method
 
 TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
@@ -41,14 +41,18 @@ def resolve_templates(templates: str | Sequence[str]) -> tuple[str, ...]:
         templates = (templates,)
     out = tuple(templates)
     if not out:
-        raise FalipError(f"no template given: give templates with one {{}} each, or name a set: {', '.join(TEMPLATE_SETS)}")
+        raise FalipError(
+            f"no template given: give templates with one {{}} each, or name a set: {', '.join(TEMPLATE_SETS)}"
+        )
     for text in out:
         checks.template(text, "class template")
     return out
 
 
 @torch.no_grad()
-def class_features(model, names: Sequence[str], templates: str | Sequence[str] = "photo", method: str = "plain") -> torch.Tensor:
+def class_features(
+    model, names: Sequence[str], templates: str | Sequence[str] = "photo", method: str = "plain"
+) -> torch.Tensor:
     """Unit (C, D) class features: the mean over templates of unit text features, renormalised.
     The method may rewrite the class text (CPT names its shade's colour)."""
     rewrite = get_method(method).text

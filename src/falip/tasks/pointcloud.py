@@ -19,17 +19,18 @@ picks them on a validation split, as PointCLIP's search does (never run it on th
 from __future__ import annotations
 
 import itertools
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import checks
-from ..decompose import decompose
+from ..engine.decompose import decompose
 from ..errors import FalipError
-from ..masks import attention_bias
-from ..projection import depth_maps, foreground_box, realistic_maps
+from ..inputs import checks
+from ..inputs.masks import attention_bias
+from ..inputs.settings import PAPER
+from .projection import depth_maps, foreground_box, realistic_maps
 
 CLOUD_PROMPT = "point cloud depth map of a {}."
 INPUT_MODES = ("pointclip", "clip")
@@ -50,10 +51,14 @@ def cloud_views(points: np.ndarray, projection: str = "pointclip") -> tuple[np.n
     raise FalipError(f"unknown projection {projection!r}; choose one of {', '.join(PROJECTIONS)}")
 
 
-def view_pixels(depth: np.ndarray, size: int, input_mode: str = "pointclip", mean=None, std=None) -> torch.Tensor:
+def view_pixels(
+    depth: np.ndarray, size: int, input_mode: str = "pointclip", mean=None, std=None
+) -> torch.Tensor:
     """(V, 3, size, size) model inputs of (V, R, R) depth maps."""
     if input_mode not in INPUT_MODES:
-        raise FalipError(f"unknown point-cloud input mode {input_mode!r}; choose one of {', '.join(INPUT_MODES)}")
+        raise FalipError(
+            f"unknown point-cloud input mode {input_mode!r}; choose one of {', '.join(INPUT_MODES)}"
+        )
     maps = torch.from_numpy(np.ascontiguousarray(depth, np.float32))[:, None]
     if input_mode == "clip":
         peak = maps.flatten(1).amax(1).clamp_min(1e-12)[:, None, None, None]
@@ -79,15 +84,27 @@ def view_regions(depth: np.ndarray, size: int, region: str = "box") -> list:
             x0, y0, x1, y1 = (v * scale for v in box)
             out.append([x0, y0, x1 - x0, y1 - y0])
         else:
-            mask = F.interpolate(torch.from_numpy((view > 0).astype(np.float32))[None, None], size=(size, size), mode="nearest")
+            mask = F.interpolate(
+                torch.from_numpy((view > 0).astype(np.float32))[None, None], size=(size, size), mode="nearest"
+            )
             out.append(mask[0, 0].numpy() > 0)
     return out
 
 
 @torch.no_grad()
-def view_features(model, depth: np.ndarray, method: str, *, region: str = "box", input_mode: str = "pointclip",
-                  alpha: float = 0.2, sigma: float = 100.0, layers=None, form: str = "cls",
-                  foreground: Optional[np.ndarray] = None) -> torch.Tensor:
+def view_features(
+    model,
+    depth: np.ndarray,
+    method: str,
+    *,
+    region: str = "box",
+    input_mode: str = "pointclip",
+    alpha: float = PAPER.alpha,
+    sigma: float = PAPER.sigma,
+    layers=None,
+    form: str = "cls",
+    foreground: np.ndarray | None = None,
+) -> torch.Tensor:
     """Unit features (V, D) of a cloud's views, plain or with FALIP on each view's foreground
     (`foreground` masks; by default the non-zero pixels)."""
     if method not in CLOUD_METHODS:
@@ -108,7 +125,9 @@ def class_text_features(model, classes: Sequence[str], template: str = CLOUD_PRO
     return F.normalize(model.encode_text(texts).float(), dim=-1)
 
 
-def cloud_scores(view_feats: torch.Tensor, text_feats: torch.Tensor, beta: Optional[Sequence[float]] = None) -> torch.Tensor:
+def cloud_scores(
+    view_feats: torch.Tensor, text_feats: torch.Tensor, beta: Sequence[float] | None = None
+) -> torch.Tensor:
     """(C,) `sum_j beta_j V_j . T_i`; beta equal (1 each) by default."""
     per_view = view_feats @ text_feats.T  # (V, C)
     weights = torch.ones(len(view_feats)) if beta is None else torch.as_tensor(beta, dtype=per_view.dtype)
@@ -117,7 +136,9 @@ def cloud_scores(view_feats: torch.Tensor, text_feats: torch.Tensor, beta: Optio
     return weights @ per_view
 
 
-def search_view_weights(per_view: torch.Tensor, labels: Sequence[int], grid: Sequence[float] = BETA_GRID) -> list[float]:
+def search_view_weights(
+    per_view: torch.Tensor, labels: Sequence[int], grid: Sequence[float] = BETA_GRID
+) -> list[float]:
     """PointCLIP's view-weight search: the weights in `grid`^V with the best top-1 on per-view scores
     (N, V, C) of a *validation* split (ties: the first found, equal weights tried first)."""
     labels_t = torch.as_tensor(list(labels))
@@ -127,36 +148,67 @@ def search_view_weights(per_view: torch.Tensor, labels: Sequence[int], grid: Seq
     for weights in candidates:
         if not any(weights):
             continue
-        accuracy = ((torch.as_tensor(weights, dtype=per_view.dtype) @ per_view).argmax(-1) == labels_t).float().mean().item()
+        accuracy = (
+            ((torch.as_tensor(weights, dtype=per_view.dtype) @ per_view).argmax(-1) == labels_t)
+            .float()
+            .mean()
+            .item()
+        )
         if accuracy > best:
             best, chosen = accuracy, list(weights)
     return chosen
 
 
 @torch.no_grad()
-def view_attention(model, depth: np.ndarray, *, input_mode: str = "pointclip", alpha: float = 0.2, sigma: float = 100.0,
-                   layers=None, foreground: Optional[np.ndarray] = None) -> dict:
+def view_attention(
+    model,
+    depth: np.ndarray,
+    *,
+    input_mode: str = "pointclip",
+    alpha: float = PAPER.alpha,
+    sigma: float = PAPER.sigma,
+    layers=None,
+    foreground: np.ndarray | None = None,
+) -> dict:
     """The last layer's [CLS] attention (mean over heads) of each view with points, plain and with
-    FALIP on its foreground box: {"views": indices, "plain", "falip": (V', grid, grid), "inside": (V', grid, grid) bool,
+    FALIP on its foreground box: {"views": indices, "plain", "falip": (V', grid, grid),
+    "inside": (V', grid, grid) bool,
     "boxes": xyxy boxes in input pixels, "pixels": the views' inputs}."""
     prep = model.preprocessing
     pixels = view_pixels(depth, prep.size, input_mode, prep.mean, prep.std)
     regions = view_regions(depth > 0 if foreground is None else foreground, prep.size, "box")
-    keep = [i for i, r in enumerate(regions) if r is not None] if not model.is_siglip else []  # SigLIP: no [CLS] to look at
+    keep = (
+        [i for i, r in enumerate(regions) if r is not None] if not model.is_siglip else []
+    )  # SigLIP: no [CLS] to look at
     grid = model.backbone.cfg.vision.grid
     if not keep:
         empty = np.zeros((0, grid, grid))
-        return {"views": [], "plain": empty, "falip": empty, "inside": empty.astype(bool), "boxes": [], "pixels": pixels[:0]}
+        return {
+            "views": [],
+            "plain": empty,
+            "falip": empty,
+            "inside": empty.astype(bool),
+            "boxes": [],
+            "pixels": pixels[:0],
+        }
     rows = model.prepared_rows([regions[i] for i in keep], alpha=alpha, sigma=sigma)
     visual = model.backbone.visual
     chosen = pixels[keep].to(model.device, model.dtype)
     plain = decompose(visual, chosen).attention[:, -1].mean(1)[:, 1:].float()
     bias = attention_bias(rows.to(model.dtype))
-    focused = decompose(visual, chosen, bias, model.masked_layers(layers)).attention[:, -1].mean(1)[:, 1:].float()
+    focused = (
+        decompose(visual, chosen, bias, model.masked_layers(layers)).attention[:, -1].mean(1)[:, 1:].float()
+    )
     shape = (len(keep), grid, grid)
     boxes = [[x, y, x + w, y + h] for x, y, w, h in (regions[i] for i in keep)]
-    return {"views": keep, "plain": plain.reshape(shape).numpy(), "falip": focused.reshape(shape).numpy(),
-            "inside": (rows[:, 1:] > 0).reshape(shape).numpy(), "boxes": boxes, "pixels": pixels[keep]}
+    return {
+        "views": keep,
+        "plain": plain.reshape(shape).numpy(),
+        "falip": focused.reshape(shape).numpy(),
+        "inside": (rows[:, 1:] > 0).reshape(shape).numpy(),
+        "boxes": boxes,
+        "pixels": pixels[keep],
+    }
 
 
 def foreground_attention(maps: dict) -> tuple[float, float]:
@@ -165,4 +217,6 @@ def foreground_attention(maps: dict) -> tuple[float, float]:
     if not maps["views"]:
         return float("nan"), float("nan")
     inside = maps["inside"]
-    return tuple(float(((maps[k] * inside).sum((1, 2)) / maps[k].sum((1, 2))).mean()) for k in ("plain", "falip"))
+    return tuple(
+        float(((maps[k] * inside).sum((1, 2)) / maps[k].sum((1, 2))).mean()) for k in ("plain", "falip")
+    )

@@ -12,13 +12,13 @@ overlaps a gold box with IoU above 0.5.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from ..errors import FalipError
-from ..regions import to_xyxy
+from ..inputs.regions import to_xyxy
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -76,7 +76,9 @@ def ensemble(scores: Sequence[torch.Tensor], how: str = "sum") -> torch.Tensor:
     return stacked.sum(0) if combine == "sum" else stacked.amax(0)
 
 
-def accuracy_at_iou(chosen: Sequence[Sequence[float]], gold: Sequence[Sequence[float]], threshold: float = 0.5) -> float:
+def accuracy_at_iou(
+    chosen: Sequence[Sequence[float]], gold: Sequence[Sequence[float]], threshold: float = 0.5
+) -> float:
     """Share of expressions whose chosen box overlaps the gold box with IoU above `threshold`."""
     hits = [iou(c, g) > threshold for c, g in zip(chosen, gold)]
     return sum(hits) / len(hits) if hits else float("nan")

@@ -23,8 +23,8 @@ width is theirs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -54,7 +54,12 @@ def _pixel_box(image: Image.Image, box: Box) -> tuple[int, int, int, int]:
 def enlarge_box(image: Image.Image, box: Box, pixels: float) -> Box:
     """The box grown by `pixels` on all four sides and clipped to the image (the authors' `enlarge_boxes`)."""
     x0, y0, x1, y1 = (float(v) for v in box)
-    return max(x0 - pixels, 0.0), max(y0 - pixels, 0.0), min(x1 + pixels, float(image.width)), min(y1 + pixels, float(image.height))
+    return (
+        max(x0 - pixels, 0.0),
+        max(y0 - pixels, 0.0),
+        min(x1 + pixels, float(image.width)),
+        min(y1 + pixels, float(image.height)),
+    )
 
 
 def circle_width(image: Image.Image) -> int:
@@ -62,13 +67,17 @@ def circle_width(image: Image.Image) -> int:
     return max(1, int(max(image.size) / 200))
 
 
-def red_circle(image: Image.Image, box: Box, colour=RED, width: int | None = None, enlarge: float = 0.0) -> Image.Image:
+def red_circle(
+    image: Image.Image, box: Box, colour=RED, width: int | None = None, enlarge: float = 0.0
+) -> Image.Image:
     """RedCircle (Shtedritski et al., 2023): a red ellipse inscribed in the box, `width` pixels wide
     (default the authors' `circle_width`); `enlarge` grows the box by that many pixels first."""
     if enlarge:
         box = enlarge_box(image, box, enlarge)
     out = image.copy()
-    ImageDraw.Draw(out).ellipse(tuple(float(v) for v in box), outline=tuple(colour), width=width or circle_width(image))
+    ImageDraw.Draw(out).ellipse(
+        tuple(float(v) for v in box), outline=tuple(colour), width=width or circle_width(image)
+    )
     return out
 
 

@@ -1,0 +1,550 @@
+"""`falip eval rec|cls DATASET`: the paper's benchmarks (and the scene world) from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..inputs.settings import PAPER
+from .options import LAYERS, numbers
+
+
+def _list(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def _shared_options(func):
+    options = [
+        click.argument("dataset"),
+        click.option(
+            "--model",
+            "-m",
+            "models",
+            multiple=True,
+            default=("toy",),
+            show_default=True,
+            help="Checkpoint(s); several give one row each (and join an --ensemble).",
+        ),
+        click.option(
+            "--method",
+            "methods",
+            default="plain,falip",
+            show_default=True,
+            help="Comma-separated region methods (see `falip eval methods`).",
+        ),
+        click.option("--alpha", type=float, default=PAPER.alpha, show_default=True),
+        click.option("--sigma", type=float, default=PAPER.sigma, show_default=True),
+        click.option(
+            "--layers", type=LAYERS, default=None, help="0-based masked layers [default: the last third]."
+        ),
+        click.option(
+            "--form",
+            type=click.Choice(["cls", "all", "diag"]),
+            default="cls",
+            show_default=True,
+            help="Mask form a/b/c (Table 6).",
+        ),
+        click.option(
+            "--pasta-scale",
+            type=float,
+            default=0.01,
+            show_default=True,
+            help="pasta: the factor on attention to keys outside the region.",
+        ),
+        click.option(
+            "--pasta-heads",
+            default=None,
+            help="pasta: LAYER:HEAD,... (0-based) to steer [default: every head of --layers].",
+        ),
+        click.option(
+            "--unleash-layers",
+            type=LAYERS,
+            default=None,
+            help="<prompt>+unleash: 0-based layers whose heads are edited [default: the last third].",
+        ),
+        click.option(
+            "--unleash-heads",
+            default=None,
+            help="<prompt>+unleash: LAYER:HEAD,... to edit [default: every head of --unleash-layers].",
+        ),
+        click.option("--split", default=None, help="Dataset split (each dataset has its own default)."),
+        click.option(
+            "--limit", type=int, default=None, help="Only the first N expressions / images (a quick run)."
+        ),
+        click.option(
+            "--out",
+            type=click.Path(file_okay=False),
+            required=True,
+            help="Folder for results.jsonl and summary.{md,csv,json}; a rerun resumes.",
+        ),
+        click.option("--overwrite", is_flag=True, help="Start again instead of resuming."),
+        click.option(
+            "--preprocess", type=click.Choice(["squash", "crop", "pad"]), default="squash", show_default=True
+        ),
+        click.option("--device", default="cpu", show_default=True),
+        click.option("--seed", default=0, show_default=True),
+        click.option("--quiet", is_flag=True, help="No progress bar."),
+        click.option(
+            "--strict",
+            is_flag=True,
+            help="Stop at the first bad annotation or example instead of skipping it.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _models(names, device, preprocess) -> dict:
+    """Loaded models under short row names: a local path's last part, a hub id as it is."""
+    from ..engine.model import load
+
+    out = {}
+    for name in names:
+        short = Path(name).name if Path(name).exists() else name
+        while short in out:
+            short += "'"
+        out[short] = load(name, device, preprocess=preprocess)
+    return out
+
+
+def _data_options(**given) -> dict:
+    """The dataset options the user gave (click hands paths over as strings, so they save as JSON)."""
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _report(summary: dict, out: str) -> None:
+    """The summary table, printed once (by rank 0 under torchrun)."""
+    import os
+
+    from ..evaluation.summary import markdown
+
+    if os.environ.get("RANK", "0") != "0":
+        return
+    click.echo(markdown(summary), nl=False)
+    click.echo(f"results: {Path(out) / 'results.jsonl'}; summary: {Path(out) / 'summary.md'} (.csv, .json)")
+    skipped = Path(out) / "skipped.json"
+    if skipped.is_file():
+        listed = json.loads(skipped.read_text())
+        click.echo(
+            f"skipped {listed['count']} bad example(s) or annotation(s), e.g. {listed['skipped'][0]}; all "
+            f"in {skipped}",
+            err=True,
+        )
+
+
+@click.group("eval")
+def eval_group() -> None:
+    """Evaluate methods on referring expressions (rec) or region classification (cls)."""
+
+
+@eval_group.command("rec")
+@_shared_options
+@click.option(
+    "--annotations",
+    type=click.Path(),
+    default=None,
+    help="reclip: the jsonl; refer: the folder with refs(unc).p and instances.json; transvg: the .pth split "
+    "file.",
+)
+@click.option(
+    "--images", type=click.Path(file_okay=False), default=None, help="Image folder (COCO train2014)."
+)
+@click.option(
+    "--instances",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="transvg: COCO instances.json for the candidate boxes.",
+)
+@click.option(
+    "--detections",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Detector proposals (ReCLIP's JSON) instead of gold candidates.",
+)
+@click.option("--split-by", default=None, help="refer: unc, umd or google.")
+@click.option("--count", type=int, default=None, help="scenes: how many test scenes [default 500].")
+@click.option("--template", default="a photo of {}", show_default=True)
+@click.option(
+    "--subtract",
+    is_flag=True,
+    help="ReCLIP's subtract: minus each box's mean score over --negatives captions of other images.",
+)
+@click.option(
+    "--negatives",
+    type=int,
+    default=500,
+    show_default=True,
+    help="With --subtract: negative captions per expression (the authors' 500).",
+)
+@click.option(
+    "--ensemble",
+    type=click.Choice(["sum", "max", "softmax-sum", "softmax-max"]),
+    default=None,
+    help="Add a row combining every model and method: raw logits summed (sum, the authors') or maxed, or "
+    "each softmax-normalised over boxes first.",
+)
+@click.option("--iou", type=float, default=0.5, show_default=True)
+def eval_rec(
+    dataset,
+    models,
+    methods,
+    alpha,
+    sigma,
+    layers,
+    form,
+    pasta_scale,
+    pasta_heads,
+    unleash_layers,
+    unleash_heads,
+    split,
+    limit,
+    out,
+    overwrite,
+    preprocess,
+    device,
+    seed,
+    quiet,
+    strict,
+    annotations,
+    images,
+    instances,
+    detections,
+    split_by,
+    count,
+    template,
+    subtract,
+    negatives,
+    ensemble,
+    iou,
+) -> None:
+    """Referring expression comprehension: pick each expression's box among the candidates.
+
+    DATASET: reclip, refer, transvg or scenes (the toy model's test scenes)."""
+    from ..datasets.base import strict_data
+
+    with strict_data(strict):
+        from ..datasets import open_rec
+        from ..evaluation.runner import RunConfig, run_rec
+        from ..inputs import checks
+
+        data_opts = _data_options(
+            annotations=annotations,
+            images=images,
+            instances=instances,
+            detections=detections,
+            split=split,
+            split_by=split_by,
+            count=count,
+        )
+        data = open_rec(dataset, **data_opts)
+        config = RunConfig(
+            "rec",
+            dataset,
+            list(models),
+            _list(methods),
+            alpha,
+            sigma,
+            layers,
+            form,
+            template=template,
+            subtract=checks.count("--negatives", negatives) if subtract else 0,
+            ensemble=ensemble,
+            iou=iou,
+            seed=seed,
+            pasta_scale=pasta_scale,
+            pasta_heads=pasta_heads,
+            unleash_layers=unleash_layers,
+            unleash_heads=unleash_heads,
+            data=data_opts,
+        )
+        summary = run_rec(
+            _models(models, device, preprocess),
+            data,
+            config,
+            Path(out),
+            limit=limit,
+            overwrite=overwrite,
+            progress=not quiet,
+        )
+        _report(summary, out)
+
+
+@eval_group.command("cls")
+@_shared_options
+@click.option("--root", type=click.Path(file_okay=False), default=None, help="The dataset's folder.")
+@click.option(
+    "--cub-root",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="waterbirds: CUB_200_2011 for the bird boxes.",
+)
+@click.option(
+    "--names",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="imagenet-s: 'wnid name' lines for class names.",
+)
+@click.option(
+    "--categories",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="imagenet-s: the variant's category list.",
+)
+@click.option(
+    "--region", type=click.Choice(["mask", "box"]), default=None, help="imagenet-s: the mask or its box."
+)
+@click.option("--count", type=int, default=None, help="scenes: how many test scenes [default 500].")
+@click.option(
+    "--templates",
+    default="photo",
+    show_default=True,
+    help="A template set (photo, bird, dog, ensemble7) or templates separated by '|'.",
+)
+def eval_cls(
+    dataset,
+    models,
+    methods,
+    alpha,
+    sigma,
+    layers,
+    form,
+    pasta_scale,
+    pasta_heads,
+    unleash_layers,
+    unleash_heads,
+    split,
+    limit,
+    out,
+    overwrite,
+    preprocess,
+    device,
+    seed,
+    quiet,
+    strict,
+    root,
+    cub_root,
+    names,
+    categories,
+    region,
+    count,
+    templates,
+) -> None:
+    """Region-prompted classification: name each image's region; top-1 and top-5.
+
+    DATASET: cub, dogs, waterbirds, imagenet-s or scenes."""
+    from ..datasets.base import strict_data
+
+    with strict_data(strict):
+        from ..datasets import open_cls
+        from ..evaluation.runner import RunConfig, run_cls
+        from ..tasks.classify import TEMPLATE_SETS
+
+        data_opts = _data_options(
+            root=root,
+            cub_root=cub_root,
+            names=names,
+            categories=categories,
+            region=region,
+            split=split,
+            count=count,
+        )
+        data = open_cls(dataset, **data_opts)
+        chosen = templates if templates in TEMPLATE_SETS else [t for t in templates.split("|") if t]
+        config = RunConfig(
+            "cls",
+            dataset,
+            list(models),
+            _list(methods),
+            alpha,
+            sigma,
+            layers,
+            form,
+            templates=chosen,
+            seed=seed,
+            pasta_scale=pasta_scale,
+            pasta_heads=pasta_heads,
+            unleash_layers=unleash_layers,
+            unleash_heads=unleash_heads,
+            data=data_opts,
+        )
+        summary = run_cls(
+            _models(models, device, preprocess),
+            data,
+            config,
+            Path(out),
+            limit=limit,
+            overwrite=overwrite,
+            progress=not quiet,
+        )
+        _report(summary, out)
+
+
+@eval_group.command("pointcloud")
+@_shared_options
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="modelnet40: modelnet40_normal_resampled or modelnet40_ply_hdf5_2048; scanobjectnn: h5_files.",
+)
+@click.option(
+    "--variant",
+    type=click.Choice(["obj_only", "obj_bg", "pb_t50_rs"]),
+    default=None,
+    help="scanobjectnn: the variant [default obj_only].",
+)
+@click.option(
+    "--points", type=int, default=1024, show_default=True, help="Points sampled per cloud (seeded)."
+)
+@click.option(
+    "--region",
+    type=click.Choice(["box", "mask"]),
+    default="box",
+    show_default=True,
+    help="Each view's foreground as its box or its mask.",
+)
+@click.option(
+    "--input",
+    "input_mode",
+    type=click.Choice(["pointclip", "clip"]),
+    default="pointclip",
+    show_default=True,
+    help="Depth values into the model: raw, as PointCLIP, or scaled and CLIP-normalised.",
+)
+@click.option(
+    "--projection",
+    type=click.Choice(["pointclip", "realistic"]),
+    default="pointclip",
+    show_default=True,
+    help="PointCLIP's six depth maps, or PointCLIP V2's ten realistic projections.",
+)
+@click.option("--template", default="point cloud depth map of a {}.", show_default=True)
+@click.option(
+    "--view-weights", default=None, help="Six comma-separated view weights (beta) [default: equal]."
+)
+@click.option(
+    "--search-split",
+    default=None,
+    help="Search the view weights on this split (a validation split, never the test split).",
+)
+@click.option("--search-limit", type=int, default=None, help="Only the first N clouds of the search split.")
+@click.option(
+    "--pictures",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Draw the attention on the views of the first N clouds (out/pictures/).",
+)
+def eval_pointcloud(
+    dataset,
+    models,
+    methods,
+    alpha,
+    sigma,
+    layers,
+    form,
+    pasta_scale,
+    pasta_heads,
+    unleash_layers,
+    unleash_heads,
+    split,
+    limit,
+    out,
+    overwrite,
+    preprocess,
+    device,
+    seed,
+    quiet,
+    strict,
+    root,
+    variant,
+    points,
+    region,
+    input_mode,
+    template,
+    view_weights,
+    search_split,
+    search_limit,
+    pictures,
+    projection,
+) -> None:
+    """3D point-cloud recognition: PointCLIP's six depth views, plain or with FALIP on each view's foreground.
+
+    DATASET: modelnet40 or scanobjectnn (the test split and OBJ_ONLY by default)."""
+    from ..datasets.base import strict_data
+
+    with strict_data(strict):
+        from ..datasets import open_clouds
+        from ..errors import FalipError
+        from ..evaluation.pointcloud import run_pointcloud, search_weights
+        from ..evaluation.runner import RunConfig
+        from ..viz.pointclouds import draw_views
+
+        if search_split is not None and search_split == (split or "test"):
+            raise FalipError(
+                "the view weights are searched on a validation split, not on the evaluated split "
+                f"{search_split!r}"
+            )
+        data_opts = _data_options(root=root, split=split, variant=variant, points=points, seed=seed)
+        data = open_clouds(dataset, **data_opts)
+        loaded = _models(models, device, preprocess)
+        config = RunConfig(
+            "pointcloud",
+            dataset,
+            list(models),
+            _list(methods),
+            alpha,
+            sigma,
+            layers,
+            form,
+            templates=template,
+            seed=seed,
+            cloud_region=region,
+            cloud_input=input_mode,
+            cloud_projection=projection,
+            data=data_opts,
+        )
+        if view_weights:
+            beta = numbers(view_weights, "--view-weights", 10 if projection == "realistic" else 6)
+            config.view_weights = {f"{name}:{method}": beta for name in loaded for method in config.methods}
+        elif search_split:
+            search = open_clouds(dataset, **{**data_opts, "split": search_split})
+            config.view_weights = search_weights(
+                loaded, search, config, limit=search_limit, progress=not quiet
+            )
+            config.data["search_split"] = search_split
+            for system, beta in config.view_weights.items():
+                click.echo(
+                    f"view weights for {system} (searched on {search_split}): "
+                    f"{', '.join(f'{b:g}' for b in beta)}"
+                )
+        summary = run_pointcloud(
+            loaded,
+            data,
+            config,
+            Path(out),
+            limit=limit,
+            overwrite=overwrite,
+            progress=not quiet,
+            pictures=pictures,
+            draw=draw_views,
+        )
+        _report(summary, out)
+        shares = json.loads((Path(out) / "attention.json").read_text())
+        for system, share in shares.items():
+            click.echo(
+                f"[CLS] attention on the foreground (last layer, mean over views), {system}: "
+                f"{100 * share:.1f}%"
+            )
+
+
+@eval_group.command("methods")
+def eval_methods() -> None:
+    """List the region methods."""
+    from ..tasks.methods import method_names
+
+    for name in method_names():
+        click.echo(name)

@@ -1,0 +1,79 @@
+"""Option types shared by the `falip` commands, as `click.ParamType`s (the CLI's door for numbers and layers).
+
+A bad value is click's usage error naming the option (`--box needs 4 numbers, got '1,2,3'`); the engine
+then checks ranges (finite alpha, positive sigma, layers inside the model) with `falip.inputs.checks`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import click
+
+
+def numbers(text: str, what: str, count: int | None = None) -> list[float]:
+    """Comma-separated finite numbers, e.g. ``"10,20,30,40"``; one trailing comma is allowed.
+
+    Args:
+        text: what the user typed.
+        what: the option's name for the message (``"--box"``).
+        count: the number of values required, or None for any.
+    Raises:
+        click.BadParameter: not numbers, not finite, or not `count` of them.
+    """
+    fields = text.replace(" ", "").split(",")
+    if fields and fields[-1] == "":
+        fields.pop()  # one trailing comma is harmless
+    try:
+        values = [float(v) for v in fields]
+    except ValueError:
+        raise click.BadParameter(f"{what} must be comma-separated numbers, got {text!r}") from None
+    if not all(math.isfinite(v) for v in values):
+        raise click.BadParameter(f"{what} must be finite numbers, got {text!r}")
+    if count is not None and len(values) != count:
+        raise click.BadParameter(f"{what} needs {count} numbers, got {text!r}")
+    return values
+
+
+def _name(param: click.Parameter | None, fallback: str) -> str:
+    return param.opts[0] if param is not None and param.opts else fallback
+
+
+class Numbers(click.ParamType):
+    """A comma-separated list of finite numbers (`count` of them when given): ``--box 10,20,30,40``."""
+
+    name = "numbers"
+
+    def __init__(self, count: int | None = None) -> None:
+        self.count = count
+
+    def convert(self, value, param, ctx) -> list[float]:
+        if isinstance(value, list):
+            return value
+        try:
+            return numbers(value, _name(param, "value"), self.count)
+        except click.BadParameter as exc:
+            self.fail(exc.message, param, ctx)
+
+
+class Layers(click.ParamType):
+    """Comma-separated 0-based layer indices (negative ones from the end): ``--layers 8,9,10,11``."""
+
+    name = "layers"
+
+    def convert(self, value, param, ctx) -> list[int]:
+        if isinstance(value, list):
+            return value
+        what = _name(param, "--layers")
+        try:
+            values = [int(v) for v in value.split(",")]
+        except ValueError:
+            self.fail(f"{what} takes comma-separated 0-based indices, got {value!r}", param, ctx)
+        if not values:
+            self.fail(f"{what} needs at least one index", param, ctx)
+        return values
+
+
+BOX = Numbers(4)
+NUMBERS = Numbers()
+LAYERS = Layers()

@@ -1,0 +1,3 @@
+"""Runs over data sets: resumable results, sharding, summaries, intervals, head ranking, point-cloud
+evaluation, benchmarks.
+"""

@@ -1,0 +1,117 @@
+"""Checks of user input, one function per kind, each a one-line `FalipError` naming the argument.
+
+The API entry points, the run configuration and the command line all call these, so a value is
+judged the same way wherever it comes in.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import string
+from collections.abc import Sequence
+
+from ..errors import FalipError
+
+
+def finite(name: str, value) -> float:
+    """A finite real number."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise FalipError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise FalipError(f"{name} must be finite, got {value}")
+    return value
+
+
+def positive(name: str, value) -> float:
+    value = finite(name, value)
+    if value <= 0:
+        raise FalipError(f"{name} must be positive, got {value:g}")
+    return value
+
+
+def falip_strength(alpha, sigma) -> tuple[float, float]:
+    """FALIP's amplitude (any finite number) and width (positive, finite)."""
+    return finite("alpha", alpha), positive("sigma", sigma)
+
+
+def count(name: str, value, minimum: int = 1) -> int:
+    """A whole number of at least `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise FalipError(f"{name} must be a whole number, got {value!r}")
+    if value < minimum:
+        raise FalipError(f"{name} must be at least {minimum}, got {value}")
+    return int(value)
+
+
+def optional_count(name: str, value, minimum: int = 1) -> int | None:
+    return None if value is None else count(name, value, minimum)
+
+
+def fraction(name: str, value, *, low: float = 0.0, high: float = 1.0) -> float:
+    """A number in [low, high)."""
+    value = finite(name, value)
+    if not low <= value < high:
+        raise FalipError(f"{name} must be in [{low:g}, {high:g}), got {value:g}")
+    return value
+
+
+def layer_list(layers) -> list[int] | None:
+    """Layers as None (the default set), one int, or a sequence of ints; range-checked by the model."""
+    if layers is None:
+        return None
+    if isinstance(layers, numbers.Integral) and not isinstance(layers, bool):
+        return [int(layers)]
+    if (
+        isinstance(layers, (str, bytes))
+        or not isinstance(layers, Sequence)
+        and not hasattr(layers, "__iter__")
+    ):
+        raise FalipError(f"layers must be an int or a list of ints, got {layers!r}")
+    out = list(layers)
+    bad = [v for v in out if isinstance(v, bool) or not isinstance(v, numbers.Integral)]
+    if bad:
+        raise FalipError(f"layers must be whole numbers (0-based), got {bad[0]!r} in {out!r}")
+    return [int(v) for v in out]
+
+
+def template(text: str, what: str = "template") -> str:
+    """A prompt template with exactly one empty `{}` field and nothing else to fill."""
+    if not isinstance(text, str):
+        raise FalipError(f"the {what} must be text with one {{}}, got {text!r}")
+    try:
+        fields = [
+            (name, spec, conversion)
+            for _, name, spec, conversion in string.Formatter().parse(text)
+            if name is not None
+        ]
+    except ValueError as exc:
+        raise FalipError(f"the {what} {text!r} is not a valid template: {exc}") from None
+    if len(fields) != 1 or fields[0] != ("", "", None):
+        raise FalipError(
+            f"the {what} needs exactly one {{}} (and no other {{...}} field) for the text, got {text!r}"
+        )
+    return text
+
+
+def device(value):
+    """A torch device the machine has: "cpu", "cuda", "cuda:N" or "mps"."""
+    import torch
+
+    try:
+        chosen = torch.device(value)
+    except (RuntimeError, TypeError) as exc:
+        raise FalipError(
+            f"unknown device {value!r}: use 'cpu', 'cuda' or 'cuda:N' ({str(exc).splitlines()[0]})"
+        ) from None
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            raise FalipError("CUDA was asked for, but PyTorch sees no CUDA device here; use device='cpu'")
+        if chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise FalipError(f"there is no {chosen}: PyTorch sees {torch.cuda.device_count()} CUDA device(s)")
+    elif chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise FalipError("MPS was asked for, but PyTorch sees no MPS device here; use device='cpu'")
+    elif chosen.type not in ("cpu", "cuda", "mps"):
+        raise FalipError(f"unsupported device {value!r}: use 'cpu', 'cuda' or 'cuda:N'")
+    return chosen

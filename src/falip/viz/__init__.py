@@ -1,0 +1,1 @@
+"""Pictures: attention maps, explanations, the demo's drawing."""

@@ -1,0 +1,1 @@
+"""`falip serve`: FALIP in the browser."""

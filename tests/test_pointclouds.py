@@ -312,3 +312,25 @@ def test_eval_pointcloud_with_the_realistic_projection(sample, tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "config.json").read_text())["cloud_projection"] == "realistic"
     assert json.loads((tmp_path / "summary.json").read_text())["toy:falip"]["top1"]["n"] == 2
+
+
+@pytest.mark.parametrize("region, form", [("box", "cls"), ("mask", "all")])
+def test_one_pass_gives_the_features_and_the_attention(region, form):
+    """`view_attention`'s features (taken from the pass that gives the maps) equal `view_features`' own
+    forward, views without points included; its attention shares equal a plain sum over the maps."""
+    from falip.tasks.pointcloud import foreground_attention, view_attention
+
+    model = falip.load("toy")
+    depth = depth_maps(sphere(0.5, 3000))
+    depth[2] = 0  # a view no point reached: no bias, plain features
+    options = dict(region=region, form=form, alpha=2.0, layers=[-3, -2, -1])
+    maps = view_attention(model, depth, **options)
+    for method in ("plain", "falip"):
+        alone = view_features(model, depth, method, **options)
+        assert torch.allclose(maps["features"][method], alone, rtol=1e-4, atol=1e-5 * alone.abs().max()), method
+    assert maps["views"] == [0, 1, 3, 4, 5]
+    shares = foreground_attention(maps)
+    for share, name in zip(shares, ("plain", "falip")):
+        by_hand = np.mean([m[i].sum() / m.sum() for m, i in zip(maps[name], maps["inside"])])
+        assert share == pytest.approx(by_hand, rel=1e-6)
+    assert shares[1] > shares[0]  # FALIP moves attention onto the foreground

@@ -113,15 +113,7 @@ def run_pointcloud(
             depth, foreground = _views(data, example, config)
             results = {}
             for index, (name, model) in enumerate(models.items()):
-                maps = view_attention(
-                    model,
-                    depth,
-                    input_mode=config.cloud_input,
-                    alpha=config.alpha,
-                    sigma=config.sigma,
-                    layers=config.layers,
-                    foreground=foreground,
-                )
+                maps = view_attention(model, depth, foreground=foreground, **_options(config))
                 plain_share, falip_share = foreground_attention(maps)
                 if draw is not None and index == 0 and number < pictures:
                     key = example.key.replace("/", "_").replace(":", "_")
@@ -132,7 +124,7 @@ def run_pointcloud(
                     )
                 for method in config.methods:
                     system = f"{name}:{method}"
-                    feats = view_features(model, depth, method, foreground=foreground, **_options(config))
+                    feats = maps["features"][method]  # the pass that gave the attention
                     scores = cloud_scores(feats, texts[name], weights.get(system))
                     hits = top_k(scores[None], [example.label])
                     share = falip_share if method == "falip" else plain_share

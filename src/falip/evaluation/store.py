@@ -19,6 +19,8 @@ import os
 import socket
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from ..errors import FalipError
 from .distributed import Shard, all_ok, barrier
 
@@ -98,36 +100,33 @@ class ResultStore:
             if p.is_file()
         ]
 
-    def _take_lock(self):
-        """Hold this rank's lock file for this process, or say who holds it."""
-        import fcntl
-
-        path = self.folder / (LOCK if self.shard.main else f"results.rank{self.shard.rank}.lock")
+    def _take_lock(self) -> FileLock:
+        """Hold this rank's lock on the folder for this process (`filelock`: fcntl on POSIX, msvcrt on
+        Windows), or say who holds it (the holder writes itself into a file beside the lock)."""
+        name = LOCK if self.shard.main else f"results.rank{self.shard.rank}.lock"
+        path, holder_path = self.folder / name, self.folder / f"{name}.holder"
+        lock = FileLock(path, is_singleton=False, thread_local=False)
         try:
-            handle = open(path, "a+")
+            lock.acquire(timeout=0)
+        except Timeout:
+            holder = holder_path.read_text().strip() if holder_path.is_file() else ""
+            raise FalipError(
+                f"{self.folder} is in use by another run ({holder or 'another process'}): "
+                "wait for it, or use another --out"
+            ) from None
         except OSError as exc:
             raise FalipError(
                 f"cannot write to the output folder {self.folder}: {exc.strerror or exc}"
             ) from None
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise FalipError(
-                f"{self.folder} is in use by another run ({holder}): wait for it, or use another --out"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        handle.flush()
-        return handle
+        holder_path.write_text(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        return lock
 
     def close(self) -> None:
         """Let another run use the folder (also done when the process ends)."""
         if self._lock is not None:
-            self._lock.close()
+            self._lock.release()
+            holder = Path(self._lock.lock_file + ".holder")
+            holder.unlink(missing_ok=True)
             self._lock = None
             if not self.shard.main:
                 (self.folder / f"results.rank{self.shard.rank}.lock").unlink(missing_ok=True)

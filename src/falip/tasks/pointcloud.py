@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..engine.attention import attention_share
 from ..engine.decompose import decompose
 from ..errors import FalipError
 from ..inputs import checks
@@ -168,55 +169,68 @@ def view_attention(
     alpha: float = PAPER.alpha,
     sigma: float = PAPER.sigma,
     layers=None,
+    form: str = "cls",
+    region: str = "box",
     foreground: np.ndarray | None = None,
 ) -> dict:
-    """The last layer's [CLS] attention (mean over heads) of each view with points, plain and with
-    FALIP on its foreground box: {"views": indices, "plain", "falip": (V', grid, grid),
-    "inside": (V', grid, grid) bool,
-    "boxes": xyxy boxes in input pixels, "pixels": the views' inputs}."""
+    """One pass per method over a cloud's views that gives both their features and their attention.
+
+    Each view goes through the ViT once plain and once with FALIP on its foreground (`region` "box" or
+    "mask"; views without points get no bias, as in `view_features`), decomposed (`falip.engine.decompose`)
+    so that the same pass yields the [CLS] state (the features, through `ln_post` and the projection) and
+    the last layer's [CLS] attention.
+
+    Returns:
+        {"features": {"plain", "falip": unit (V, D)}, "views": indices of the views with points,
+        "plain", "falip": their attention (V', grid, grid) (mean over heads), "inside": (V', grid, grid)
+        bool (the foreground box's tokens), "boxes": xyxy boxes in input pixels, "pixels": the views' inputs}.
+        A SigLIP has no [CLS]: its features come from `view_features` and it has no maps.
+    """
     prep = model.preprocessing
     pixels = view_pixels(depth, prep.size, input_mode, prep.mean, prep.std)
-    regions = view_regions(depth > 0 if foreground is None else foreground, prep.size, "box")
-    keep = (
-        [i for i, r in enumerate(regions) if r is not None] if not model.is_siglip else []
-    )  # SigLIP: no [CLS] to look at
+    mask = depth > 0 if foreground is None else foreground
+    boxes_all = view_regions(mask, prep.size, "box")
     grid = model.backbone.cfg.vision.grid
-    if not keep:
-        empty = np.zeros((0, grid, grid))
-        return {
-            "views": [],
-            "plain": empty,
-            "falip": empty,
-            "inside": empty.astype(bool),
-            "boxes": [],
-            "pixels": pixels[:0],
-        }
-    rows = model.prepared_rows([regions[i] for i in keep], alpha=alpha, sigma=sigma)
-    visual = model.backbone.visual
-    chosen = pixels[keep].to(model.device, model.dtype)
-    plain = decompose(visual, chosen).attention[:, -1].mean(1)[:, 1:].float()
-    bias = attention_bias(rows.to(model.dtype))
-    focused = (
-        decompose(visual, chosen, bias, model.masked_layers(layers)).attention[:, -1].mean(1)[:, 1:].float()
-    )
-    shape = (len(keep), grid, grid)
-    boxes = [[x, y, x + w, y + h] for x, y, w, h in (regions[i] for i in keep)]
-    return {
+    keep = [] if model.is_siglip else [i for i, r in enumerate(boxes_all) if r is not None]
+    empty = np.zeros((0, grid, grid))
+    maps = {
         "views": keep,
-        "plain": plain.reshape(shape).numpy(),
-        "falip": focused.reshape(shape).numpy(),
-        "inside": (rows[:, 1:] > 0).reshape(shape).numpy(),
-        "boxes": boxes,
+        "plain": empty,
+        "falip": empty,
+        "inside": empty.astype(bool),
+        "boxes": [],
         "pixels": pixels[keep],
     }
+    options = dict(input_mode=input_mode, alpha=alpha, sigma=sigma, layers=layers, form=form, region=region)
+    if model.is_siglip:
+        maps["features"] = {
+            m: view_features(model, depth, m, foreground=foreground, **options) for m in CLOUD_METHODS
+        }
+        return maps
+    regions = view_regions(mask, prep.size, region)
+    rows = model.prepared_rows(regions, alpha=alpha, sigma=sigma)  # zero rows for views without points
+    visual = model.backbone.visual
+    inputs = pixels.to(model.device, model.dtype)
+    passes = {
+        "plain": decompose(visual, inputs),
+        "falip": decompose(
+            visual, inputs, attention_bias(rows.to(model.dtype), form), model.masked_layers(layers)
+        ),
+    }
+    maps["features"] = {m: F.normalize(visual.head(d.final).float(), dim=-1) for m, d in passes.items()}
+    if keep:
+        shape = (len(keep), grid, grid)
+        for name, d in passes.items():
+            maps[name] = d.attention[keep, -1].mean(1)[:, 1:].float().reshape(shape).numpy()
+        inside = model.prepared_rows([boxes_all[i] for i in keep], alpha=1.0)[:, 1:] > 0
+        maps["inside"] = inside.reshape(shape).numpy()
+        maps["boxes"] = [[x, y, x + w, y + h] for x, y, w, h in (boxes_all[i] for i in keep)]
+    return maps
 
 
 def foreground_attention(maps: dict) -> tuple[float, float]:
     """Mean over the views with points of the [CLS] attention share on the foreground box's tokens:
-    plain CLIP, FALIP (from `view_attention`)."""
+    plain CLIP, FALIP (from `view_attention`); NaN without such views."""
     if not maps["views"]:
         return float("nan"), float("nan")
-    inside = maps["inside"]
-    return tuple(
-        float(((maps[k] * inside).sum((1, 2)) / maps[k].sum((1, 2))).mean()) for k in ("plain", "falip")
-    )
+    return tuple(float(attention_share(maps[k], maps["inside"], 2).mean()) for k in ("plain", "falip"))

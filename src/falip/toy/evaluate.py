@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..datasets.scene_world import ATTRIBUTE_VALUES, COLOURS, Scene, class_names, make_scene
+from ..engine.attention import attention_share
 from ..evaluation.stats import Accuracy
 from ..inputs.settings import PAPER
 from ..tasks.methods import TEMPLATE, region_features, text_features
@@ -160,9 +161,7 @@ def attention_in_boxes(model, scenes: Sequence[Scene], setting: Setting | None) 
             )
             layers = resolve_layers(list(setting.layers) if setting.layers else None, model.depth)
             probs = visual.cls_attention(pixels, attention_bias(prompt.to(model.dtype)), layers)
-        probs = probs.float().mean(1)[:, 1:]
-        inside = rows[:, 1:] > 0
-        shares += ((probs * inside).sum(1) / probs.sum(1)).tolist()
+        shares += attention_share(probs.float().mean(1)[:, 1:], rows[:, 1:] > 0).tolist()
     return sum(shares) / len(shares)
 
 

@@ -16,6 +16,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from ..backbones.toy import checkpoint_dir
+from ..engine.attention import attention_share
 from ..engine.model import FalipModel
 from ..errors import FalipError
 from ..inputs.images import open_image
@@ -83,7 +84,7 @@ def attention_panels(
     plain = cls_attention_grid(model, pixels, None, layers)
     focused = cls_attention_grid(model, pixels, row, layers)
     inside = (row[1:] > 0).reshape(plain.shape).numpy()
-    share = (float(plain[inside].sum() / plain.sum()), float(focused[inside].sum() / focused.sum()))
+    share = (attention_share(plain, inside, 2), attention_share(focused, inside, 2))
     scale = PANEL / max(picture.size)
     shown = picture.resize((round(picture.width * scale), round(picture.height * scale)), resample)
     top = max(plain.max(), focused.max())

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..engine.attention import attention_share
 from ..engine.decompose import attention_rollout, decompose, gradient_relevance, to_joint
 from ..engine.model import FalipModel
 from ..errors import FalipError
@@ -31,7 +32,7 @@ from ..inputs.masks import attention_bias
 from ..inputs.regions import to_xyxy
 from ..inputs.settings import PAPER
 from ..tasks.visual_prompts import get_visual_prompt
-from .pictures import Panel, heat_panels, share_inside
+from .pictures import Panel, heat_panels
 
 ALPHAS = (0.05, 0.2, 0.6)
 SIGMAS = (1.0, 2.0, 100.0)
@@ -84,6 +85,8 @@ def explain(
     inside_row = model.region_rows(img.size, [box], alpha=1.0, sigma=sigma)[0, 1:] > 0
     rows_idx, cols_idx = np.nonzero(inside_row.reshape(grid, grid).numpy())
     box_tokens = (int(rows_idx.min()), int(rows_idx.max()), int(cols_idx.min()), int(cols_idx.max()))
+    on_box = np.zeros((grid, grid), dtype=bool)  # the box's token rectangle, corners included
+    on_box[box_tokens[0] : box_tokens[1] + 1, box_tokens[2] : box_tokens[3] + 1] = True
     view = model.preprocessing.view(img)
     geo = model.preprocessing.geometry(*img.size)
     x0, y0, x1, y1 = to_xyxy(box)
@@ -111,7 +114,7 @@ def explain(
         add(
             f"attention_{name}",
             attention,
-            f"{label}: {100 * share_inside(attention, box_tokens):.0f}% on the box",
+            f"{label}: {100 * attention_share(attention, on_box, 2):.0f}% on the box",
             edited_images.get(name),
         )
 
@@ -129,7 +132,7 @@ def explain(
             f"head_{name}",
             attention,
             f"layer {head_layer} head {head_index}, {name}: "
-            f"{100 * share_inside(attention, box_tokens):.0f}% on the box",
+            f"{100 * attention_share(attention, on_box, 2):.0f}% on the box",
             edited_images.get(name),
         )
     if text is not None:
@@ -172,7 +175,7 @@ def explain(
         add(
             f"relevance_{name}",
             relevance,
-            f"{label}: {100 * share_inside(relevance, box_tokens):.0f}% on the box",
+            f"{label}: {100 * attention_share(relevance, on_box, 2):.0f}% on the box",
         )
 
     if out is not None:

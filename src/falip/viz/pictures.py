@@ -1,5 +1,6 @@
 """Pictures people look at instead of numbers: heat maps over the image the model sees, and grids
-of attention heads. Drawn with matplotlib (the Agg backend: no display needed), saved as PNG.
+of attention heads. Drawn with matplotlib's object API (`Figure`, no pyplot state and no backend
+chosen on import: a figure saves itself through Agg, no display needed), saved as PNG.
 """
 
 from __future__ import annotations
@@ -9,12 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from PIL import Image
 
 
 @dataclass
@@ -27,13 +26,6 @@ class Panel:
     view: Image.Image | None = None  # the image under this panel, if not the shared one (a prompted image)
     smooth: bool = True  # bilinear upsampling; False shows each token as a block
     box: Sequence[float] | None = None  # this panel's box, if not the shared one
-
-
-def share_inside(grid: np.ndarray, box_tokens: tuple[int, int, int, int]) -> float:
-    """The share of a non-negative map's mass on the box's tokens (row0, row1, col0, col1, inclusive)."""
-    r0, r1, c0, c1 = box_tokens
-    total = float(grid.sum())
-    return float(grid[r0 : r1 + 1, c0 : c1 + 1].sum()) / total if total > 0 else float("nan")
 
 
 def heat_panels(
@@ -50,9 +42,8 @@ def heat_panels(
     box outlined (`x0, y0, x1, y1` in the view's pixels); one PNG."""
     columns = columns or len(panels)
     rows = -(-len(panels) // columns)
-    fig, axes = plt.subplots(
-        rows, columns, figsize=(3.4 * columns, 3.5 * rows + (0.4 if title else 0)), squeeze=False
-    )
+    fig = Figure(figsize=(3.4 * columns, 3.5 * rows + (0.4 if title else 0)))
+    axes = fig.subplots(rows, columns, squeeze=False)
     size = view.size[0]
     plain = [p.grid for p in panels if not p.diverging]
     top = max((float(g.max()) for g in plain), default=1.0)
@@ -85,9 +76,7 @@ def heat_panels(
         panel_box = panel.box if panel.box is not None else box
         if panel_box is not None:
             x0, y0, x1, y1 = panel_box
-            ax.add_patch(
-                plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="lime", linewidth=1.5)
-            )
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="lime", linewidth=1.5))
         ax.set_title(panel.title, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -102,7 +91,8 @@ def heat_panels(
 def head_grid(effect: np.ndarray, path: Path, title: str) -> Path:
     """A layers x heads heat map of an effect per head (0-based indices on the axes)."""
     layers, heads = effect.shape
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.2 + 0.45 * heads), 1.2 + 0.4 * layers))
+    fig = Figure(figsize=(max(4.5, 1.2 + 0.45 * heads), 1.2 + 0.4 * layers))
+    ax = fig.subplots()
     shown = ax.imshow(effect, cmap="viridis", aspect="auto")
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
@@ -113,10 +103,10 @@ def head_grid(effect: np.ndarray, path: Path, title: str) -> Path:
     return _save(fig, path)
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
+    """Lay the figure out and write it as a PNG (its folder made as needed); returns the path."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

@@ -14,6 +14,13 @@ from .tokenizer import ClipTokenizer
 
 @dataclass
 class LoadedCheckpoint:
+    """What a checkpoint format's `load` returns.
+
+    `model`: the internal model in eval mode; `tokenizer`: None when the checkpoint carries none (text
+    then needs `tokenizer=`); `name`: how the model is named in outputs; `mean` / `std`: per RGB channel,
+    on pixels scaled to [0, 1] (None: OpenAI's `OPENAI_MEAN` / `OPENAI_STD`); `resize_mode`: the
+    checkpoint's own preprocessing ("squash", "crop" or "pad"), None when it does not say."""
+
     model: ClipBackbone
     tokenizer: ClipTokenizer | None
     name: str

@@ -39,11 +39,14 @@ class FovealEncoder:
     """Computes FALIP region features with a `VisionTransformer`'s weights (no copy is made)."""
 
     def __init__(self, visual: VisionTransformer, chunk_size: int = DEFAULT_CHUNK):
+        """`visual`: the tower whose weights are used in place; `chunk_size`: how many regions the per-region
+        layers run at once (memory against speed; a call's `chunk_size` overrides it)."""
         self.visual = visual
         self.chunk_size = chunk_size
 
     @property
     def blocks(self) -> Sequence[Block]:
+        """The tower's blocks in order: 0-based layer `l` is `blocks[l]`."""
         return self.visual.blocks
 
     @torch.no_grad()

@@ -26,12 +26,15 @@ class Preprocessing:
     std: tuple[float, float, float] = OPENAI_STD
 
     def __post_init__(self) -> None:
+        """Refuse an unknown `mode` with a FalipError naming `PREPROCESS_MODES`."""
         if self.mode not in PREPROCESS_MODES:
             raise FalipError(
                 f"unknown preprocessing {self.mode!r}; choose one of {', '.join(PREPROCESS_MODES)}"
             )
 
     def geometry(self, width: int, height: int) -> Geometry:
+        """The `Geometry` of this preprocessing for a `width` x `height`-pixel image (ValueError if a
+        side is not positive)."""
         return geometry_for(self.mode, width, height, self.size)
 
     def _warp(self, img: Image.Image, resample: int, fill) -> Image.Image:

@@ -35,11 +35,13 @@ class NegativeSampler:
     `texts` (the distinct expressions, sorted), so each caption is encoded once and reused."""
 
     def __init__(self, pool: Sequence[str]):
+        """`pool`: the data set's expressions (repeats allowed: kept once, sorted)."""
         self.texts = sorted(set(pool))
         self._index = {t: i for i, t in enumerate(self.texts)}
 
     def sample(self, exclude: Sequence[str], count: int, seed: int) -> np.ndarray:
-        """`count` distinct indices (all there are if fewer), none of a text in `exclude`, seeded."""
+        """`count` distinct indices into `texts` (all there are if fewer), none of a text in `exclude`,
+        drawn with `seed`. FalipError when every text is excluded."""
         allowed = np.ones(len(self.texts), bool)
         allowed[[self._index[t] for t in exclude if t in self._index]] = False
         candidates = np.flatnonzero(allowed)
@@ -68,7 +70,8 @@ ENSEMBLES = ("sum", "max", "softmax-sum", "softmax-max")
 
 def ensemble(scores: Sequence[torch.Tensor], how: str = "sum") -> torch.Tensor:
     """Combine (R, T) score matrices of several methods or models: "sum" / "max" of the raw logits
-    (the authors'), or "softmax-sum" / "softmax-max" of each softmax-normalised over the boxes."""
+    (the authors'), or "softmax-sum" / "softmax-max" of each softmax-normalised over the boxes.
+    Returns (R, T); FalipError for a `how` not in `ENSEMBLES`."""
     if how not in ENSEMBLES:
         raise FalipError(f"unknown ensemble {how!r}; choose one of {', '.join(ENSEMBLES)}")
     normalise, combine = how.startswith("softmax-"), how.removeprefix("softmax-")

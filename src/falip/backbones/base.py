@@ -39,8 +39,10 @@ class CheckpointFormat:
 
 
 def build_backbone(cfg: ClipConfig, state: dict[str, torch.Tensor], source: str) -> ClipBackbone:
-    """A float32 `ClipBackbone` holding exactly `state`; any missing, extra or misshapen tensor is an
-    error."""
+    """A float32 `ClipBackbone` of `cfg`, in eval mode, holding exactly `state` (internal key names).
+
+    Raises FalipError, prefixed with `source` (the checkpoint's name), for an architecture the model
+    cannot be built from (a ValueError while building) and for any missing, extra or misshapen tensor."""
     try:
         model = ClipBackbone(cfg)
     except ValueError as exc:

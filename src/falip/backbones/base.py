@@ -14,6 +14,13 @@ from .tokenizer import ClipTokenizer
 
 @dataclass
 class LoadedCheckpoint:
+    """What a checkpoint format's `load` returns.
+
+    `model`: the internal model in eval mode; `tokenizer`: None when the checkpoint carries none (text
+    then needs `tokenizer=`); `name`: how the model is named in outputs; `mean` / `std`: per RGB channel,
+    on pixels scaled to [0, 1] (None: OpenAI's `OPENAI_MEAN` / `OPENAI_STD`); `resize_mode`: the
+    checkpoint's own preprocessing ("squash", "crop" or "pad"), None when it does not say."""
+
     model: ClipBackbone
     tokenizer: ClipTokenizer | None
     name: str
@@ -32,8 +39,10 @@ class CheckpointFormat:
 
 
 def build_backbone(cfg: ClipConfig, state: dict[str, torch.Tensor], source: str) -> ClipBackbone:
-    """A float32 `ClipBackbone` holding exactly `state`; any missing, extra or misshapen tensor is an
-    error."""
+    """A float32 `ClipBackbone` of `cfg`, in eval mode, holding exactly `state` (internal key names).
+
+    Raises FalipError, prefixed with `source` (the checkpoint's name), for an architecture the model
+    cannot be built from (a ValueError while building) and for any missing, extra or misshapen tensor."""
     try:
         model = ClipBackbone(cfg)
     except ValueError as exc:

@@ -20,6 +20,12 @@ QUICK_GELU = 1.702
 
 @dataclass
 class VisionConfig:
+    """The image tower's shape. Defaults: OpenAI's ViT-B/16.
+
+    `width` channels, `layers` blocks of `heads` heads, square patches of `patch_size` pixels on a
+    square input of `image_size` pixels, MLP hidden size `mlp_dim`, projected feature size
+    `output_dim`, activation `act` (one of `ACTIVATIONS`) and the LayerNorm epsilon `ln_eps`."""
+
     width: int = 768
     layers: int = 12
     heads: int = 12
@@ -32,15 +38,22 @@ class VisionConfig:
 
     @property
     def grid(self) -> int:
+        """Patches per side of the token grid: `image_size // patch_size`."""
         return self.image_size // self.patch_size
 
     @property
     def num_tokens(self) -> int:
+        """T, the tokens of one image: `grid ** 2` patches plus [CLS] (index 0)."""
         return self.grid**2 + 1
 
 
 @dataclass
 class TextConfig:
+    """The text tower's shape, in `VisionConfig`'s terms. Defaults: OpenAI's ViT-B/16 text tower.
+
+    At most `context_length` tokens from a vocabulary of `vocab_size` ids; `eos_token_id` is the token
+    whose final state is pooled (None: the highest id in the sequence, OpenAI's argmax rule)."""
+
     width: int = 512
     layers: int = 12
     heads: int = 8
@@ -55,18 +68,26 @@ class TextConfig:
 
 @dataclass
 class ClipConfig:
+    """Both towers' configurations."""
+
     vision: VisionConfig = field(default_factory=VisionConfig)
     text: TextConfig = field(default_factory=TextConfig)
 
     def to_dict(self) -> dict:
+        """A nested plain dict `{"vision": {...}, "text": {...}}` (JSON-serialisable)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> ClipConfig:
+        """The inverse of `to_dict`: a missing tower raises KeyError, an unknown field TypeError."""
         return cls(VisionConfig(**data["vision"]), TextConfig(**data["text"]))
 
 
 def activation(name: str, x: torch.Tensor) -> torch.Tensor:
+    """Apply the MLP activation `name` elementwise to `x` (any shape).
+
+    "quick_gelu" is `x * sigmoid(1.702 x)` (OpenAI's CLIP), "gelu" the exact (erf) GELU (open_clip's
+    models without QuickGELU). Raises ValueError for any other name."""
     if name == "quick_gelu":
         return x * torch.sigmoid(QUICK_GELU * x)
     if name == "gelu":
@@ -78,6 +99,8 @@ class Attention(nn.Module):
     """Multi-head self-attention with a fused qkv projection (nn.MultiheadAttention's layout)."""
 
     def __init__(self, width: int, heads: int):
+        """`width` channels split into `heads` heads of `width // heads`; the weights are untrained (a loader
+        fills them)."""
         super().__init__()
         self.heads = heads
         self.head_dim = width // heads
@@ -90,6 +113,9 @@ class Attention(nn.Module):
         return x.unflatten(-1, (self.heads, self.head_dim)).transpose(-3, -2)
 
     def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-head queries, keys and values (..., heads, T, head_dim) of normalised tokens `x`
+        (..., T, width), from the fused in-projection (q, k, v stacked in that order, as in
+        `nn.MultiheadAttention`)."""
         q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
         return self.split_heads(q), self.split_heads(k), self.split_heads(v)
 
@@ -108,17 +134,26 @@ class Attention(nn.Module):
     def forward(
         self, x: torch.Tensor, bias: torch.Tensor | None = None, causal: bool = False
     ) -> torch.Tensor:
+        """Self-attention of normalised tokens `x` (..., T, width) -> (..., T, width).
+
+        `bias`, broadcastable to (..., heads, T, T), is added to the logits (the paper's Eq. 4 with
+        `M = bias`); `causal` applies the text tower's causal mask, and only when no `bias` is given."""
         return self.attend(*self.qkv(x), bias, causal)
 
 
 class Mlp(nn.Module):
+    """The block's MLP in OpenAI's names: `c_fc` (width -> hidden), activation, `c_proj` (hidden -> width)."""
+
     def __init__(self, width: int, hidden: int, act: str):
+        """`width` channels, `hidden` units, `act` one of `ACTIVATIONS` (checked when the MLP first runs)."""
         super().__init__()
         self.act = act
         self.c_fc = nn.Linear(width, hidden)
         self.c_proj = nn.Linear(hidden, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., width) -> (..., width). QuickGELU runs as a SiLU with its 1.702 scalings folded into the two
+        matmuls: the same values up to float rounding, one elementwise pass instead of three."""
         if self.act != "quick_gelu":
             return self.c_proj(activation(self.act, self.c_fc(x)))
         # x * sigmoid(1.702 x) == silu(1.702 x) / 1.702: both scalings ride inside the matmuls,
@@ -134,6 +169,8 @@ class Block(nn.Module):
     """Pre-norm transformer block: `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))`."""
 
     def __init__(self, width: int, heads: int, mlp_dim: int, act: str, ln_eps: float):
+        """`width` channels, `heads` heads, MLP hidden size `mlp_dim`, activation `act`, LayerNorm epsilon
+        `ln_eps`; untrained weights."""
         super().__init__()
         self.ln_1 = nn.LayerNorm(width, eps=ln_eps)
         self.attn = Attention(width, heads)
@@ -148,17 +185,28 @@ class Block(nn.Module):
     def forward(
         self, x: torch.Tensor, bias: torch.Tensor | None = None, causal: bool = False
     ) -> torch.Tensor:
+        """One block on `x` (..., T, width) -> (..., T, width); `bias`, `causal` as in `Attention.forward`."""
         return self.finish(x, self.attn(self.ln_1(x), bias, causal))
 
 
 class Transformer(nn.Module):
+    """`layers` `Block`s held as `resblocks` (OpenAI's module path, so state-dict keys match)."""
+
     def __init__(self, width: int, layers: int, heads: int, mlp_dim: int, act: str, ln_eps: float):
+        """The blocks' arguments as `Block`'s, plus their number `layers`."""
         super().__init__()
         self.resblocks = nn.ModuleList(Block(width, heads, mlp_dim, act, ln_eps) for _ in range(layers))
 
 
 class VisionTransformer(nn.Module):
+    """The image tower in the layout of OpenAI's `VisionTransformer` (CLIP's `model.py`).
+
+    Patch embedding `conv1` (no bias), [CLS] and position embeddings, `ln_pre`, the blocks, `ln_post`
+    and the projection `proj` (width, output_dim). The engine drives it through `embed`, the blocks'
+    `Attention.qkv` / `Block.finish` and `head`."""
+
     def __init__(self, cfg: VisionConfig):
+        """Built from `cfg`, untrained: a checkpoint loader or `ClipBackbone.init_random` fills it."""
         super().__init__()
         self.cfg = cfg
         w = cfg.width
@@ -172,6 +220,7 @@ class VisionTransformer(nn.Module):
 
     @property
     def blocks(self) -> nn.ModuleList:
+        """The transformer blocks in order: 0-based layer `l` is `blocks[l]`."""
         return self.transformer.resblocks
 
     def embed(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -206,8 +255,8 @@ class VisionTransformer(nn.Module):
         bias_layers: Sequence[int] = (),
         layer: int = -1,
     ) -> torch.Tensor:
-        """Attention probabilities (B, heads, T) of the [CLS] query in `layer`, under the same
-        optional bias as `forward`: what the demo's heat maps show."""
+        """Attention probabilities (B, heads, T) of the [CLS] query in `layer` (0-based; negative ones count
+        from the end), under the same optional bias as `forward`: what the demo's heat maps show."""
         layer = layer % len(self.blocks)
         x = self.embed(pixels)
         for index, block in enumerate(self.blocks):
@@ -223,7 +272,13 @@ class VisionTransformer(nn.Module):
 
 
 class TextTransformer(nn.Module):
+    """The text tower in the layout of OpenAI's CLIP (`encode_text`).
+
+    Token and position embeddings, causal blocks, `ln_final` and `text_projection` (width, output_dim);
+    the pooled token is chosen by `pool_index`."""
+
     def __init__(self, cfg: TextConfig):
+        """Built from `cfg`, untrained: a checkpoint loader or `ClipBackbone.init_random` fills it."""
         super().__init__()
         self.cfg = cfg
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
@@ -239,6 +294,10 @@ class TextTransformer(nn.Module):
         return (token_ids == self.cfg.eos_token_id).int().argmax(dim=-1)
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Unnormalised text features (B, output_dim) of token ids (B, n), n <= `context_length`.
+
+        The state at `pool_index` after `ln_final`, projected, as OpenAI's `encode_text`. A longer sequence
+        fails at the position embedding (RuntimeError): the tokenizer truncates before this."""
         n = token_ids.shape[-1]
         x = self.token_embedding(token_ids) + self.positional_embedding[:n]
         for block in self.transformer.resblocks:
@@ -252,6 +311,8 @@ class ClipBackbone(nn.Module):
     """A CLIP ViT in OpenAI's layout: `visual.*`, `text.*` and `logit_scale`."""
 
     def __init__(self, cfg: ClipConfig):
+        """Both towers from `cfg`; `logit_scale` starts at ln 100 = 4.6052 (the value of OpenAI's trained
+        models), untrained weights elsewhere until a loader or `init_random` fills them."""
         super().__init__()
         self.cfg = cfg
         self.visual = VisionTransformer(cfg.vision)
@@ -274,9 +335,12 @@ class ClipBackbone(nn.Module):
 
 @torch.no_grad()
 def resize_positions(visual: VisionTransformer, image_size: int) -> None:
-    """Run the tower at another input size: the patch position embeddings are interpolated
-    bicubically from the trained grid to the new one ([CLS]'s stays), as the FALIP authors' code
-    does for its `expand_position_embedding` option; the config follows."""
+    """Run the tower at another input size, in place: the patch position embeddings are interpolated
+    bicubically from the trained grid to the new one ([CLS]'s stays), as the FALIP authors' code does
+    for its `expand_position_embedding` option; `visual.cfg.image_size` follows.
+
+    `image_size` is in pixels and must be a multiple of the patch size (ValueError otherwise); the
+    trained size is a no-op."""
     cfg = visual.cfg
     if image_size == cfg.image_size:
         return

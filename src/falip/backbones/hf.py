@@ -44,6 +44,10 @@ def can_load(spec: str) -> bool:
 
 
 def config_from_hf(config) -> ClipConfig:
+    """A `transformers` `CLIPConfig` -> `ClipConfig`: both towers' sizes, `hidden_act` and LN epsilons.
+
+    Text pooling follows transformers' `CLIPTextTransformer`: an `eos_token_id` of None or 2 (configs
+    written before 2023) pools at the highest token id (OpenAI's argmax rule), any other id at that token."""
     v, t = config.vision_config, config.text_config
     eos = getattr(t, "eos_token_id", None)
     vision = VisionConfig(
@@ -163,6 +167,13 @@ def _offline_only(spec: str) -> bool:
 
 
 def load(spec: str) -> LoadedCheckpoint:
+    """Load a Hugging Face checkpoint: a hub id or a local `save_pretrained` folder.
+
+    A `CLIPModel` becomes a `ClipBackbone` (weights renamed by `state_from_hf`), with its tokenizer and
+    `preprocessor_config.json` statistics when the checkpoint has them; a `SiglipModel` goes to falip's
+    SigLIP model. With no network, a hub id is read from the local cache only. Raises FalipError for a
+    config or weights that cannot be read, a SigLIP 2 NaFlex model, any other model type, a hub id that
+    is neither cached nor reachable, or weights that do not match the config (`build_backbone`)."""
     from transformers import AutoConfig, AutoTokenizer, CLIPModel
 
     local_only = _offline_only(spec)

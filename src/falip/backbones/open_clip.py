@@ -49,6 +49,7 @@ UNSUPPORTED_TEXT = {
 
 
 def can_load(spec: str) -> bool:
+    """`hf-hub:org/name` ids, and local folders holding `open_clip_config.json`."""
     return spec.startswith(HUB_PREFIX) or (Path(spec) / CONFIG).is_file()
 
 
@@ -109,7 +110,14 @@ def _check(section: dict, unsupported: dict[str, str], where: str) -> None:
 
 
 def config_from_open_clip(data: dict, name: str) -> ClipConfig:
-    """open_clip's `model_cfg` -> the internal config."""
+    """open_clip's `model_cfg` (in `data`, the parsed `open_clip_config.json`) -> the internal config.
+
+    Heads come from `heads`, else `width // head_width`; MLP sizes from `mlp_ratio`; QuickGELU when
+    `quick_gelu` is set or the name (`name`, also used in messages) ends in "-quickgelu", else GELU;
+    open_clip's own defaults fill what the file leaves out. Raises FalipError when `model_cfg`,
+    `vision_cfg` or `embed_dim` is missing, for a value that is not a number, a non-square patch or
+    image size, or an option this project does not implement (`UNSUPPORTED_VISION`, `UNSUPPORTED_TEXT`,
+    pooling other than the [CLS] / end-of-text token)."""
     try:
         model_cfg = data["model_cfg"]
         vision_cfg, text_cfg, embed_dim = (
@@ -186,6 +194,14 @@ def _tokenizer(folder: Path | None, spec: str, context_length: int) -> ClipToken
 
 
 def load(spec: str) -> LoadedCheckpoint:
+    """Load an open_clip checkpoint: a local folder or an `hf-hub:` id (from the cache when offline).
+
+    The architecture comes from `model_cfg` (`config_from_open_clip`), the weights (OpenAI's key names)
+    from `open_clip_model.safetensors` or `open_clip_pytorch_model.bin`, the image mean / std and resize
+    mode from `preprocess_cfg` (open_clip's "shortest" -> "crop", "longest" -> "pad", "squash"; default
+    "crop"). Raises FalipError for an unreadable config, missing weights, an unsupported architecture
+    (`UNSUPPORTED_VISION`, `UNSUPPORTED_TEXT`, pooling other than [CLS] / end-of-text), or weights that do
+    not match the config."""
     config_path, weights_path, folder = _files(spec)
     try:
         data = json.loads(config_path.read_text())

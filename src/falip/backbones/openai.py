@@ -21,12 +21,17 @@ EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 
 def can_load(spec: str) -> bool:
+    """An existing file whose suffix is one of `SUFFIXES` (.pt, .pth, .bin, .safetensors)."""
     path = Path(spec)
     return path.is_file() and path.suffix in SUFFIXES
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a `.safetensors` file, a TorchScript archive, or a pickled state dict."""
+    """Tensors of a `.safetensors` file, a TorchScript archive, or a pickled state dict (also one nested
+    under "state_dict"), read on the CPU.
+
+    Raises FalipError for a damaged safetensors file, a file that is not a zip archive (truncated, or
+    not PyTorch's), an archive torch cannot read, or one that holds no dict of tensors."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -57,7 +62,11 @@ def _count_blocks(state: dict, prefix: str) -> int:
 
 
 def config_from_state_dict(state: dict[str, torch.Tensor]) -> ClipConfig:
-    """Infer the architecture from OpenAI key names and tensor shapes."""
+    """Infer the architecture from OpenAI key names and tensor shapes, as OpenAI's `build_model` does
+    (heads = width // 64; the input size is patch size times the position grid's side).
+
+    Raises FalipError for a ResNet CLIP, a state dict without `visual.conv1.weight`, or one missing a
+    tensor the inference needs."""
     if "visual.conv1.weight" not in state:
         if any(k.startswith("visual.layer1.") for k in state):
             raise FalipError("this is a ResNet CLIP (RN50, RN101, ...): FALIP needs a ViT image encoder")

@@ -23,10 +23,14 @@ def checkpoint_dir(name: str) -> Path:
 
 
 def can_load(spec: str) -> bool:
+    """The embedded toy model's names, "toy" and "falip-toy"."""
     return spec in NAMES
 
 
 def load(spec: str) -> LoadedCheckpoint:
+    """The embedded toy CLIP, read from the package's `toy/weights` folder as a Hugging Face checkpoint and
+    named "toy". A model organism trained on generated scenes, not OpenAI's CLIP. Raises FalipError when
+    the folder is missing from the installation."""
     if not (TOY_DIR / "config.json").is_file():
         raise FalipError(f"the embedded toy model is missing from this installation (expected {TOY_DIR})")
     loaded = hf.load(str(TOY_DIR))

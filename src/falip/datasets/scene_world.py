@@ -39,6 +39,9 @@ SUPERSAMPLE = 4
 
 @dataclass(frozen=True)
 class SceneObject:
+    """One object: `shape`, `colour`, `size` and `texture` (values from `SHAPES`, `COLOURS`, `SIZES`,
+    `TEXTURES`) and its `box` (x, y, w, h) in pixels."""
+
     shape: str
     colour: str
     size: str
@@ -51,6 +54,7 @@ class SceneObject:
 
     @property
     def centre(self) -> tuple[float, float]:
+        """The box centre (x, y) in pixels."""
         x, y, w, h = self.box
         return x + w / 2, y + h / 2
 
@@ -62,6 +66,9 @@ class SceneObject:
 
 @dataclass
 class Scene:
+    """One rendered scene: `image` (H, W, 3) uint8 with H = W, its `objects`, and `(split, index)`, which
+    determine it."""
+
     image: np.ndarray  # (H, W, 3) uint8
     objects: list[SceneObject]
     split: str
@@ -69,9 +76,11 @@ class Scene:
 
     @property
     def size(self) -> int:
+        """The side of the square image, in pixels."""
         return self.image.shape[0]
 
     def pil(self) -> Image.Image:
+        """The image as a PIL RGB image."""
         return Image.fromarray(self.image)
 
     def position_word(self, obj: SceneObject) -> str | None:
@@ -266,6 +275,7 @@ def _place(
 
 
 def random_object(rng: np.random.Generator) -> SceneObject:
+    """An object with shape, colour, size and texture each drawn uniformly from `rng`; no box yet."""
     return SceneObject(
         shape=SHAPES[int(rng.integers(len(SHAPES)))],
         colour=list(COLOURS)[int(rng.integers(len(COLOURS)))],

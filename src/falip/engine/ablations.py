@@ -35,7 +35,9 @@ OPERATIONS = ("feature-mask", "ours-mean-q", "ours-hard-kv")
 
 
 def region_weights(rows: torch.Tensor) -> torch.Tensor:
-    """(R, T) foveal bias rows -> per-token weights in [0, 1]: bias / peak, [CLS] = 1."""
+    """(R, T) foveal bias rows -> per-token weights in [0, 1]: bias / the row's peak, [CLS] = 1.
+
+    Raises ValueError when a row has no positive bias (alpha <= 0), which leaves nothing to weight."""
     peak = rows[:, 1:].amax(dim=1, keepdim=True)
     if bool((peak <= 0).any()):
         raise ValueError("the attention ablations need a region with positive bias: use alpha > 0")
@@ -79,7 +81,12 @@ def ablated_features(
     operation: str,
     chunk_size: int = 32,
 ) -> torch.Tensor:
-    """Features (R, output_dim) of the regions (bias rows) of one preprocessed image (1, 3, S, S)."""
+    """Features (R, output_dim) of the regions of one preprocessed image (1, 3, S, S) under an ablated
+    [CLS]-row `operation` (one of `OPERATIONS`) in `layers` (0-based).
+
+    `rows` (R, T) are the regions' foveal bias rows, turned into weights by `region_weights`;
+    `chunk_size` regions run at once. Raises ValueError for an unknown operation or a row without
+    positive bias. Source: the paper's Fig. 7a / Table 5 for "feature-mask"; the "ours-" ones are ours."""
     if operation not in OPERATIONS:
         raise ValueError(f"unknown attention operation {operation!r}; choose one of {', '.join(OPERATIONS)}")
     layers = sorted({int(layer) % len(visual.blocks) for layer in layers})

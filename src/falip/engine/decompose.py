@@ -41,6 +41,8 @@ class ClsDecomposition:
     tokens: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B, H, T, D), on request
 
     def residual(self) -> torch.Tensor:
+        """The sum of all terms (B, D): the [CLS] residual before `ln_post`, equal to `final` up to float
+        rounding."""
         return self.embedding + self.heads.sum(dim=(1, 2)) + self.attn_bias.sum(0) + self.mlp.sum(1)
 
 

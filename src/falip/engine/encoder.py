@@ -39,11 +39,14 @@ class FovealEncoder:
     """Computes FALIP region features with a `VisionTransformer`'s weights (no copy is made)."""
 
     def __init__(self, visual: VisionTransformer, chunk_size: int = DEFAULT_CHUNK):
+        """`visual`: the tower whose weights are used in place; `chunk_size`: how many regions the per-region
+        layers run at once (memory against speed; a call's `chunk_size` overrides it)."""
         self.visual = visual
         self.chunk_size = chunk_size
 
     @property
     def blocks(self) -> Sequence[Block]:
+        """The tower's blocks in order: 0-based layer `l` is `blocks[l]`."""
         return self.visual.blocks
 
     @torch.no_grad()
@@ -56,11 +59,13 @@ class FovealEncoder:
         form: str = "cls",
         chunk_size: int | None = None,
     ) -> torch.Tensor:
-        """Region features (R, output_dim).
+        """Region features (R, output_dim), unnormalised: FALIP's foveated forward (Eq. 4) for every region.
 
-        pixels: (B, 3, S, S) preprocessed images; rows: (R, T) bias rows; image_index: (R,) the
-        image of each region; layers: 0-based masked layers; form: "cls", "all" or "diag".
-        """
+        pixels: (B, 3, S, S) preprocessed images; rows: (R, T) bias rows (Eq. 1-3,
+        `regions.region_bias_rows`); image_index: (R,) the image of each region; layers: 0-based masked
+        layers (negative ones count from the end); form: "cls", "all" or "diag" (`masks.MASK_FORMS`);
+        chunk_size: regions per batch (None: the encoder's). Raises ValueError for an unknown form or
+        rows not shaped (R, T)."""
         layers = sorted({int(layer) % len(self.blocks) for layer in layers})
         if form not in MASK_FORMS:
             raise ValueError(f"unknown mask form {form!r}; choose one of {', '.join(MASK_FORMS)}")

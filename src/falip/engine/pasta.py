@@ -32,7 +32,11 @@ def pasta_features(
     chunk_size: int = 32,
 ) -> torch.Tensor:
     """Features (R, output_dim) of one preprocessed image (1, 3, S, S) with each region's tokens
-    `inside` (R, T) bool emphasised in the steered `heads` ({layer: [head, ...]})."""
+    `inside` (R, T) bool emphasised in the steered `heads` ({0-based layer: [head, ...]}).
+
+    In the steered heads, every query's logits on the keys outside the region get `log(scale)` added
+    (PASTA's steering, Zhang et al. 2023); `chunk_size` regions run at once. Raises ValueError when
+    `scale` is not a positive finite number."""
     if not (math.isfinite(scale) and scale > 0):
         raise ValueError(f"the PASTA scale must be a positive number, got {scale}")
     device, dtype = visual.conv1.weight.device, visual.conv1.weight.dtype

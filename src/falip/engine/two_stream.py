@@ -44,7 +44,11 @@ def two_stream_features(
     chunk_size: int = 32,
 ) -> torch.Tensor:
     """Features (R, output_dim) for one preprocessed image (1, 3, S, S) and its R prompted copies
-    (R, 3, S, S), one per region; `rows` (R, T) are the regions' foveal bias rows ("replace-qk")."""
+    (R, 3, S, S), one per region, with the two streams mixed in `layers` (0-based) as `mode` says.
+
+    `rows` (R, T) are the regions' foveal bias rows, needed by "replace-qk" only; `chunk_size` regions
+    run at once. Raises ValueError for an unknown `mode`, or "replace-qk" without one row per prompted
+    image. Source: the paper's Fig. 7b / 7c, with the choices listed in the module docstring."""
     if mode not in TWO_STREAM_MODES:
         raise ValueError(f"unknown two-stream mode {mode!r}; choose one of {', '.join(TWO_STREAM_MODES)}")
     if mode == "replace-qk" and (rows is None or len(rows) != len(prompted)):

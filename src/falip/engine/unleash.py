@@ -24,7 +24,8 @@ from .decompose import decompose
 def head_selection(
     layers: Sequence[int], heads: Sequence[tuple[int, int]] | None, depth: int, num_heads: int
 ) -> torch.Tensor:
-    """(depth, heads) 0/1 weights: every head of `layers`, or the given (layer, head) pairs."""
+    """(depth, num_heads) 0/1 float weights: every head of `layers` (0-based), or the given (layer, head)
+    pairs. Raises ValueError for a pair that does not exist (`masks.select_heads`)."""
     chosen = torch.zeros(depth, num_heads)
     for layer, picked in select_heads(layers, heads, depth, num_heads).items():
         chosen[layer, picked] = 1.0
@@ -36,7 +37,8 @@ def head_deltas(
     visual: VisionTransformer, original: torch.Tensor, prompted: torch.Tensor, chunk_size: int = 32
 ):
     """(R, L, H, D) `G' - G` of R prompted copies (R, 3, S, S) of one image (1, 3, S, S), and the
-    prompted runs' final [CLS] states (R, D)."""
+    prompted runs' final [CLS] states (R, D); D is the tower's width (before `ln_post`), G the per-head
+    terms of Eq. 5 (`decompose`). `chunk_size` prompted copies are decomposed at once."""
     base = decompose(visual, original).heads  # (1, L, H, D), once per image
     deltas, finals = [], []
     for start in range(0, len(prompted), chunk_size):
@@ -55,7 +57,11 @@ def unleash_features(
     heads: Sequence[tuple[int, int]] | None = None,
     chunk_size: int = 32,
 ) -> torch.Tensor:
-    """Unleashed features (R, output_dim) of R prompted copies of one image."""
+    """Unleashed features (R, output_dim) of R prompted copies (R, 3, S, S) of one image (1, 3, S, S).
+
+    Eq. 6 substituted in Eq. 5: each prompted run's final [CLS] state plus `G' - G` of the chosen
+    heads (`heads` (layer, head) pairs, else every head of `layers`, both 0-based), then `ln_post` and
+    the projection. Raises ValueError for a head that does not exist."""
     weight = visual.conv1.weight
     deltas, finals = head_deltas(
         visual, original.to(weight.device, weight.dtype), prompted.to(weight.device, weight.dtype), chunk_size

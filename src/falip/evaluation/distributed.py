@@ -17,11 +17,15 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Shard:
+    """This process's part of a run: `rank` in 0 .. `world` - 1 of `world` processes (default: a single
+    process, rank 0 of 1)."""
+
     rank: int = 0
     world: int = 1
 
     @property
     def main(self) -> bool:
+        """Whether this is rank 0, the rank that checks the settings, merges the results and summarises."""
         return self.rank == 0
 
     def mine(self, index: int) -> bool:

@@ -30,7 +30,8 @@ LOCK = "results.lock"
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder and a rename."""
+    """Write `text` to `path` through a temporary file in the same folder and a rename, so a failure
+    leaves the old file; FalipError (the temporary file removed) when it cannot be written."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -42,7 +43,20 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 class ResultStore:
+    """One run's results in a folder, resumable (the module docstring gives the guarantees).
+
+    `records` holds this rank's records, `others` those in the folder's other results files; `add`
+    appends, `finish` merges the ranks' files, `close` releases the folder."""
+
     def __init__(self, folder: Path, config: dict, overwrite: bool = False, shard: Shard = Shard()):
+        """Open (or create) `folder` for the run described by `config` (a JSON-serialisable dict of its
+        settings), as rank `shard` of a torchrun run.
+
+        Takes the folder's lock; rank 0 compares `config` with the saved `config.json` and writes it
+        (`overwrite`: earlier results are deleted first); then this rank's file is read, damaged or
+        repeated lines dropped (their count in `dropped`). Raises FalipError when the folder cannot be
+        created or written, another run holds it, it holds a run with other settings or a damaged
+        `config.json`, another rank failed to start, or this rank's settings differ from rank 0's."""
         self.folder = Path(folder)
         self.shard = shard
         try:
@@ -155,8 +169,8 @@ class ResultStore:
 
     def finish(self, order: list[str], ok: bool = True) -> list[dict]:
         """Every rank's records, merged by rank 0 into `results.jsonl` in `order` (the data set's
-        order of keys); the per-rank files go. Every rank waits for the merge; if any rank failed,
-        all stop."""
+        order of keys); the per-rank files go. Every rank waits for the merge; if any rank failed
+        (`ok` False on some rank), all stop with a FalipError."""
         if not all_ok(self.shard, ok):
             raise FalipError("another rank of this run failed: see its error; rerun to resume")
         barrier(self.shard)
@@ -176,9 +190,12 @@ class ResultStore:
 
     @property
     def done(self) -> set[str]:
+        """Keys recorded in any of the folder's results files (this rank's and the others')."""
         return {r["key"] for r in self.records} | {r["key"] for r in self.others}
 
     def add(self, records: list[dict]) -> None:
+        """Append `records` (dicts with a "key") to this rank's file, one JSON line each, skipping keys
+        already recorded; FalipError when the file cannot be written."""
         done = self.done
         fresh = [r for r in records if r["key"] not in done]
         try:

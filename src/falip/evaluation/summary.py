@@ -48,6 +48,8 @@ def _cell(entry: dict | None) -> str:
 
 
 def markdown(summary: dict[str, dict]) -> str:
+    """A markdown table of a `summarise` result: one row per system with its n, and per metric present
+    `accuracy % [95% CI]` in percent ("-" when it has no examples)."""
     metrics = [m for m in (*METRICS, "worst_group") if any(m in s for s in summary.values())]
     head = "| system | n | " + " | ".join(f"{m} % [95% CI]" for m in metrics) + " |"
     rows = [head, "|" + "---|" * (len(metrics) + 2)]
@@ -58,6 +60,8 @@ def markdown(summary: dict[str, dict]) -> str:
 
 
 def to_csv(summary: dict[str, dict]) -> str:
+    """CSV text of a `summarise` result: one row per (system, metric) with accuracy, the 95% interval's
+    bounds (fractions) and n."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["system", "metric", "accuracy", "ci95_low", "ci95_high", "n"])

@@ -15,7 +15,7 @@ from ..errors import FalipError
 
 
 def finite(name: str, value) -> float:
-    """A finite real number."""
+    """A finite real number (not a bool), as a float; FalipError naming `name` otherwise."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise FalipError(f"{name} must be a number, got {value!r}")
     value = float(value)
@@ -25,6 +25,7 @@ def finite(name: str, value) -> float:
 
 
 def positive(name: str, value) -> float:
+    """A finite number above 0, as a float; FalipError naming `name` otherwise."""
     value = finite(name, value)
     if value <= 0:
         raise FalipError(f"{name} must be positive, got {value:g}")
@@ -37,7 +38,7 @@ def falip_strength(alpha, sigma) -> tuple[float, float]:
 
 
 def count(name: str, value, minimum: int = 1) -> int:
-    """A whole number of at least `minimum`."""
+    """A whole number (not a bool) of at least `minimum`, as an int; FalipError naming `name` otherwise."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise FalipError(f"{name} must be a whole number, got {value!r}")
     if value < minimum:
@@ -46,11 +47,12 @@ def count(name: str, value, minimum: int = 1) -> int:
 
 
 def optional_count(name: str, value, minimum: int = 1) -> int | None:
+    """None, or a whole number of at least `minimum` (`count`'s checks and errors)."""
     return None if value is None else count(name, value, minimum)
 
 
 def fraction(name: str, value, *, low: float = 0.0, high: float = 1.0) -> float:
-    """A number in [low, high)."""
+    """A finite number in [low, high), as a float; FalipError naming `name` otherwise."""
     value = finite(name, value)
     if not low <= value < high:
         raise FalipError(f"{name} must be in [{low:g}, {high:g}), got {value:g}")
@@ -58,7 +60,8 @@ def fraction(name: str, value, *, low: float = 0.0, high: float = 1.0) -> float:
 
 
 def layer_list(layers) -> list[int] | None:
-    """Layers as None (the default set), one int, or a sequence of ints; range-checked by the model."""
+    """Layers as None (the default set), one int, or a sequence of ints -> None or a list of ints
+    (0-based, negative from the end; range-checked by the model). FalipError for anything else."""
     if layers is None:
         return None
     if isinstance(layers, numbers.Integral) and not isinstance(layers, bool):
@@ -77,7 +80,8 @@ def layer_list(layers) -> list[int] | None:
 
 
 def template(text: str, what: str = "template") -> str:
-    """A prompt template with exactly one empty `{}` field and nothing else to fill."""
+    """A prompt template with exactly one empty `{}` field and nothing else to fill, returned unchanged.
+    FalipError (calling it `what`) for a non-string, a malformed format string, or other fields."""
     if not isinstance(text, str):
         raise FalipError(f"the {what} must be text with one {{}}, got {text!r}")
     try:
@@ -96,7 +100,10 @@ def template(text: str, what: str = "template") -> str:
 
 
 def device(value):
-    """A torch device the machine has: "cpu", "cuda", "cuda:N" or "mps"."""
+    """A torch device the machine has: "cpu", "cuda", "cuda:N" or "mps" (a `torch.device` is accepted).
+
+    FalipError for a name torch does not know, a CUDA or MPS device this machine lacks, or another
+    device type."""
     import torch
 
     try:

@@ -24,20 +24,24 @@ class Geometry:
     resized_height: int = 0
 
     def map_x(self, x: float) -> float:
+        """Pixel x of the original image (may be fractional) -> x in the model's input, in input pixels."""
         return x * self.scale_x + self.offset_x
 
     def map_y(self, y: float) -> float:
+        """Pixel y of the original image (may be fractional) -> y in the model's input, in input pixels."""
         return y * self.scale_y + self.offset_y
 
 
 def geometry_for(mode: str, width: int, height: int, size: int) -> Geometry:
-    """The geometry of one preprocessing mode for an image of `width` x `height` pixels.
+    """The geometry of one preprocessing mode for an image of `width` x `height` pixels into a square
+    input of `size` pixels.
 
     - `squash`: resize to `size` x `size`, aspect ratio lost (the authors' FALIP code).
     - `crop`: resize the short side to `size`, then centre-crop (OpenAI CLIP's transform, with
       torchvision's rounding: long side `int(size * long / short)`, offset `round((new - size) / 2)`).
     - `pad`: pad to a centred square, then resize to `size` (the whole image stays visible).
-    """
+
+    Raises ValueError for a side that is not positive or an unknown mode."""
     if width <= 0 or height <= 0:
         raise ValueError(f"image size must be positive, got {width}x{height}")
     if mode == "squash":

@@ -33,10 +33,12 @@ class TokenRect:
 
     @property
     def height(self) -> int:
+        """Token rows covered (bounds inclusive)."""
         return self.row1 - self.row0 + 1
 
     @property
     def width(self) -> int:
+        """Token columns covered (bounds inclusive)."""
         return self.col1 - self.col0 + 1
 
 
@@ -82,14 +84,14 @@ def box_to_token_rect(
 def gaussian_patch(
     height: int, width: int, alpha: float, sigma: float, numerics: str = "authors"
 ) -> np.ndarray:
-    """Eq. 1-2: `alpha * minmax(exp(-d^2 / 2 sigma^2))` over a `height` x `width` rectangle.
+    """Eq. 1-2: `alpha * minmax(exp(-d^2 / 2 sigma^2))` over a `height` x `width` rectangle (tokens),
+    as a float32 (height, width) array.
 
     d is the distance to the rectangle's centre `((h-1)/2, (w-1)/2)` in token units, with the
     authors' `1e-6` guard in the min-max. `numerics="authors"` computes in float32 in their order and
     reproduces their values, rounding included: at sigma = 100 the range is tiny, so the peak can
     land up to ~5% above `alpha` (a one-token region gets 1.049 alpha). `"exact"` computes the same
-    formula in float64: the peak is `alpha`.
-    """
+    formula in float64: the peak is `alpha`. Raises ValueError for `sigma <= 0` or unknown `numerics`."""
     if sigma <= 0:
         raise ValueError(f"sigma must be positive, got {sigma}")
     if numerics not in GAUSSIAN_NUMERICS:
@@ -116,11 +118,13 @@ def rect_bias_grid(
 def coverage_bias_grid(
     coverage: np.ndarray, alpha: float, sigma: float, numerics: str = "authors"
 ) -> np.ndarray:
-    """The foveal bias of a free-form region given as per-token coverage in [0, 1].
+    """The (grid, grid) foveal bias of a free-form region given as per-token `coverage` (grid, grid) in
+    [0, 1].
 
-    The Gaussian is laid over the bounding rectangle of the covered tokens (as for a box), then
-    weighted by each token's coverage, so tokens outside the shape get nothing and edge tokens less.
-    """
+    The Gaussian (Eq. 1-2, `alpha`, `sigma` in token units, `numerics` as in `gaussian_patch`) is laid
+    over the bounding rectangle of the covered tokens (as for a box), then weighted by each token's
+    coverage, so tokens outside the shape get nothing and edge tokens less. Raises ValueError when no
+    token is covered."""
     coverage = np.asarray(coverage, np.float32)
     rows, cols = np.nonzero(coverage > 0)
     if rows.size == 0:
@@ -136,7 +140,10 @@ def bias_row(grid_bias: np.ndarray) -> torch.Tensor:
 
 
 def attention_bias(rows: torch.Tensor, form: str = "cls") -> torch.Tensor:
-    """Expand bias rows (R, T) into additive attention masks broadcastable to (R, heads, T, T)."""
+    """Expand bias rows (R, T) into additive attention masks broadcastable to (R, heads, T, T), per mask
+    `form` (Eq. 3 for "cls"): "cls" (R, 1, T, T), "all" (R, 1, 1, T), "diag" (R, 1, T, T).
+
+    Raises ValueError for rows that are not 2-D or an unknown form."""
     if rows.dim() != 2:
         raise ValueError(f"bias rows must be (R, T), got shape {tuple(rows.shape)}")
     r, t = rows.shape
@@ -158,7 +165,10 @@ def default_layers(depth: int) -> list[int]:
 
 
 def resolve_layers(layers: list[int] | tuple[int, ...] | None, depth: int) -> list[int]:
-    """Validate 0-based layer indices (negative ones count from the end); sorted, unique."""
+    """Validate 0-based layer indices of a `depth`-block tower (negative ones count from the end) and
+    return them sorted, unique and non-negative; None gives `default_layers`.
+
+    Raises ValueError for a layer outside -depth .. depth - 1, or an empty list."""
     if layers is None:
         return default_layers(depth)
     out = set()
@@ -173,7 +183,9 @@ def resolve_layers(layers: list[int] | tuple[int, ...] | None, depth: int) -> li
 
 
 def parse_heads(text: str) -> list[tuple[int, int]]:
-    """'9:5,10:0' -> [(9, 5), (10, 0)] (0-based layer:head pairs)."""
+    """'9:5,10:0' -> [(9, 5), (10, 0)] (0-based layer:head pairs; a layer may be negative).
+
+    Raises ValueError for an item that is not LAYER:HEAD in integers, or for no item at all."""
     pairs = []
     for item in (part.strip() for part in text.split(",")):
         if not item:
@@ -191,7 +203,10 @@ def select_heads(
     layers: Sequence[int], heads: Sequence[tuple[int, int]] | None, depth: int, num_heads: int
 ) -> dict[int, list[int]]:
     """{layer: [heads]}: the given (layer, head) pairs, or every head of `layers` (PASTA's steered
-    heads, unleash's edited heads)."""
+    heads, unleash's edited heads); layers 0-based (negative from the end) in a tower of `depth`
+    blocks of `num_heads` heads, keys normalised to 0 .. depth - 1, heads sorted and unique.
+
+    Raises ValueError for a pair whose layer or head does not exist."""
     if heads is None:
         return {int(layer) % depth: list(range(num_heads)) for layer in layers}
     out: dict[int, list[int]] = {}

@@ -18,7 +18,9 @@ Region = Sequence[float] | np.ndarray | torch.Tensor | Image.Image
 
 
 def to_xyxy(box: Sequence[float], box_format: str = "xywh") -> tuple[float, float, float, float]:
-    """A box as `(x0, y0, x1, y1)`; `xywh` is COCO's `[x, y, width, height]`."""
+    """A box as `(x0, y0, x1, y1)` floats; `xywh` is COCO's `[x, y, width, height]`, `xyxy` the corners.
+
+    Raises FalipError for an unknown `box_format`, anything but 4 numbers, or a number not finite."""
     if box_format not in BOX_FORMATS:
         raise FalipError(f"unknown box format {box_format!r}; choose one of {', '.join(BOX_FORMATS)}")
     try:
@@ -65,12 +67,15 @@ def region_bias_rows(
     box_rule: str = "authors",
     numerics: str = "authors",
 ) -> torch.Tensor:
-    """Bias rows (R, grid**2 + 1) for the regions of one image of `image_size = (width, height)`.
+    """Bias rows (R, grid**2 + 1) for the regions of one image of `image_size = (width, height)` pixels.
 
-    A region is a box of 4 numbers (`box_format`) or a binary mask shaped like the image. Boxes use
-    `box_rule` (the authors' by default); masks weight the Gaussian by per-token coverage.
-    `numerics` is the Gaussian's arithmetic (`masks.gaussian_patch`).
-    """
+    A region is a box of 4 numbers in image pixels (`box_format`) or a binary mask shaped like the
+    image. Boxes are mapped through `preprocessing`'s geometry onto the token grid (`patch` pixels per
+    token) with `box_rule` (the authors' by default); masks weight the Gaussian by per-token coverage.
+    `alpha` and `sigma` (token units) are Eq. 1-2's; `numerics` is the Gaussian's arithmetic
+    (`masks.gaussian_patch`). Raises FalipError for an unknown box rule, a malformed box or mask, no
+    region at all, and (naming the region's index) a box of zero size or wholly outside the image or a
+    mask of another shape or covering no token the model sees."""
     if box_rule not in BOX_RULES:
         raise FalipError(f"unknown box rule {box_rule!r}; choose one of {', '.join(BOX_RULES)}")
     width, height = image_size
@@ -104,7 +109,9 @@ def region_bias_rows(
 
 
 def region_box(region: Region, box_format: str = "xywh") -> tuple[float, float, float, float]:
-    """A region's `(x0, y0, x1, y1)` pixel box: the box itself, or a mask's bounding box."""
+    """A region's `(x0, y0, x1, y1)` pixel box: the box itself, or a mask's bounding box (pixel edges, so
+    x1 and y1 are one past the last set pixel). Raises FalipError for a malformed box or mask, or an
+    empty mask."""
     mask = _as_mask(region)
     if mask is None:
         return to_xyxy(region, box_format)

@@ -34,7 +34,8 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
 
 
 def resolve_templates(templates: str | Sequence[str]) -> tuple[str, ...]:
-    """A template set's name, or templates given directly (each with one `{}`)."""
+    """A template set's name (a key of `TEMPLATE_SETS`), or templates given directly (one string or a
+    sequence, each with one `{}`) -> a tuple of templates. FalipError for none, or a malformed one."""
     if isinstance(templates, str):
         if templates in TEMPLATE_SETS:
             return TEMPLATE_SETS[templates]

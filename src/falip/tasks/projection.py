@@ -30,7 +30,7 @@ VIEW_ANGLES = np.array(
 
 
 def rotation(x: float, y: float, z: float) -> np.ndarray:
-    """R_x(x) @ R_y(y) @ R_z(z)."""
+    """The (3, 3) rotation `R_x(x) @ R_y(y) @ R_z(z)`, angles in radians (PointCLIP's Euler order)."""
     cx, sx, cy, sy, cz, sz = np.cos(x), np.sin(x), np.cos(y), np.sin(y), np.cos(z), np.sin(z)
     rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
     ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
@@ -39,7 +39,8 @@ def rotation(x: float, y: float, z: float) -> np.ndarray:
 
 
 def normalise_cloud(points: np.ndarray) -> np.ndarray:
-    """Centre on the centroid and scale into the unit sphere (PointNet's `pc_normalize`)."""
+    """(N, >= 3) points -> (N, 3) float64: centred on the centroid and scaled into the unit sphere
+    (PointNet's `pc_normalize`); extra columns (normals, colours) are dropped."""
     points = np.asarray(points, np.float64)[:, :3]
     centred = points - points.mean(axis=0)
     radius = np.sqrt((centred**2).sum(axis=1)).max()
@@ -49,7 +50,8 @@ def normalise_cloud(points: np.ndarray) -> np.ndarray:
 def view_points(
     points: np.ndarray, angles: np.ndarray = VIEW_ANGLES, distance: float = DISTANCE
 ) -> np.ndarray:
-    """(V, N, 3) camera coordinates of the points in each view: rotated, then pushed `distance` away."""
+    """(V, N, 3) camera coordinates of a normalised cloud (N, 3) in each view: rotated by the view's
+    Euler `angles` (V, 3) in radians, then pushed `distance` (unit-sphere units) away along z."""
     out = np.stack([points @ rotation(*a).T for a in angles])
     out[..., 2] += distance
     return out
@@ -61,7 +63,11 @@ def depth_maps(
     angles: np.ndarray = VIEW_ANGLES,
     distance: float = DISTANCE,
 ) -> np.ndarray:
-    """(V, resolution, resolution) float32 depth maps of one cloud (N, 3), already normalised."""
+    """(V, resolution, resolution) float32 depth maps of one cloud (N, 3), already normalised.
+
+    Each pixel holds the harmonic mean of the depths (unit-sphere units) of the points projected onto
+    it, 0 where none lands; points behind the camera or outside the grid are dropped (PointCLIP's
+    projection, see the module docstring)."""
     views = view_points(np.asarray(points, np.float64), angles, distance)
     maps = np.zeros((len(views), resolution * resolution))
     for v, camera in enumerate(views):

@@ -22,7 +22,8 @@ from ..inputs.regions import to_xyxy
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two `xywh` boxes."""
+    """Intersection over union of two `xywh` boxes (pixels); 0 when the union is empty. FalipError for a
+    malformed box (`to_xyxy`)."""
     ax0, ay0, ax1, ay1 = to_xyxy(a)
     bx0, by0, bx1, by1 = to_xyxy(b)
     inter = max(0.0, min(ax1, bx1) - max(ax0, bx0)) * max(0.0, min(ay1, by1) - max(ay0, by0))
@@ -35,11 +36,13 @@ class NegativeSampler:
     `texts` (the distinct expressions, sorted), so each caption is encoded once and reused."""
 
     def __init__(self, pool: Sequence[str]):
+        """`pool`: the data set's expressions (repeats allowed: kept once, sorted)."""
         self.texts = sorted(set(pool))
         self._index = {t: i for i, t in enumerate(self.texts)}
 
     def sample(self, exclude: Sequence[str], count: int, seed: int) -> np.ndarray:
-        """`count` distinct indices (all there are if fewer), none of a text in `exclude`, seeded."""
+        """`count` distinct indices into `texts` (all there are if fewer), none of a text in `exclude`,
+        drawn with `seed`. FalipError when every text is excluded."""
         allowed = np.ones(len(self.texts), bool)
         allowed[[self._index[t] for t in exclude if t in self._index]] = False
         candidates = np.flatnonzero(allowed)
@@ -57,7 +60,7 @@ def sample_negatives(pool: Sequence[str], exclude: Sequence[str], count: int, se
 
 def subtract(scores: torch.Tensor, negative_scores: torch.Tensor) -> torch.Tensor:
     """ReCLIP's post-processing: (R, T) scores minus each box's mean score over its negatives, given
-    as (R, N) shared by every text or (R, T, N), each text with its own negatives."""
+    as (R, N) shared by every text or (R, T, N), each text with its own negatives; returns (R, T)."""
     if negative_scores.dim() == 2:
         negative_scores = negative_scores[:, None, :]
     return scores - negative_scores.mean(dim=-1)
@@ -68,7 +71,8 @@ ENSEMBLES = ("sum", "max", "softmax-sum", "softmax-max")
 
 def ensemble(scores: Sequence[torch.Tensor], how: str = "sum") -> torch.Tensor:
     """Combine (R, T) score matrices of several methods or models: "sum" / "max" of the raw logits
-    (the authors'), or "softmax-sum" / "softmax-max" of each softmax-normalised over the boxes."""
+    (the authors'), or "softmax-sum" / "softmax-max" of each softmax-normalised over the boxes.
+    Returns (R, T); FalipError for a `how` not in `ENSEMBLES`."""
     if how not in ENSEMBLES:
         raise FalipError(f"unknown ensemble {how!r}; choose one of {', '.join(ENSEMBLES)}")
     normalise, combine = how.startswith("softmax-"), how.removeprefix("softmax-")
@@ -79,6 +83,7 @@ def ensemble(scores: Sequence[torch.Tensor], how: str = "sum") -> torch.Tensor:
 def accuracy_at_iou(
     chosen: Sequence[Sequence[float]], gold: Sequence[Sequence[float]], threshold: float = 0.5
 ) -> float:
-    """Share of expressions whose chosen box overlaps the gold box with IoU above `threshold`."""
+    """Share of expressions whose chosen box overlaps the gold box (both `xywh`, pixels) with IoU above
+    `threshold`; NaN for no expression."""
     hits = [iou(c, g) > threshold for c, g in zip(chosen, gold)]
     return sum(hits) / len(hits) if hits else float("nan")

@@ -23,11 +23,15 @@ from ..tasks.methods import TEMPLATE, region_features, text_features
 
 @dataclass(frozen=True)
 class Setting:
+    """One FALIP setting of the toy evaluation: `alpha`, `sigma` (Eq. 1-2, sigma in token units) and
+    0-based `layers` (None: the last third, as `FalipSettings`)."""
+
     alpha: float = PAPER.alpha
     sigma: float = PAPER.sigma
     layers: tuple[int, ...] | None = None
 
     def kwargs(self) -> dict:
+        """The setting as `region_features` keyword arguments (`layers` None when empty)."""
         return {
             "alpha": self.alpha,
             "sigma": self.sigma,
@@ -44,6 +48,8 @@ class Split:
 
     @classmethod
     def make(cls, split: str, singles: int, multis: int, size: int = 128, offset: int = 0) -> Split:
+        """Scenes of `split`, `size` pixels square: `singles` one-object scenes (indices `offset + i`) and
+        `multis` scenes of 2 to 4 objects (indices `offset + 1_000_000 + i`, apart from the singles')."""
         return cls(
             [make_scene(split, offset + i, size, objects=1) for i in range(singles)],
             [make_scene(split, offset + 1_000_000 + i, size, objects=(2, 4)) for i in range(multis)],
@@ -79,11 +85,15 @@ class Evaluator:
     """Caches text features; every method returns `Accuracy`."""
 
     def __init__(self, model, template: str = TEMPLATE):
+        """`model`: a loaded `FalipModel`; `template`: the text prompt template. The features of the scene
+        world's 30 class names (`class_names`, "<colour> <shape>", each as "a <name>") are encoded once."""
         self.model, self.template = model, template
         self.labels = class_names()
         self.label_feats = text_features(model, ["a " + c for c in self.labels], template)
 
     def naming(self, scenes: Sequence[Scene]) -> Accuracy:
+        """Naming: each single-object scene's whole-image feature against every class name; a hit when the
+        best is its object's `label`."""
         images = _unit(self.model.encode_image([s.image for s in scenes]))
         pred = (images @ self.label_feats.T).argmax(1).tolist()
         return Accuracy(sum(self.labels[p] == s.objects[0].label for p, s in zip(pred, scenes)), len(scenes))
@@ -191,6 +201,8 @@ def tune_regions(
 
 
 def tuning_grid(depth: int) -> list[Setting]:
+    """The settings tried on validation scenes: alpha in (0.2, 0.5, 1, 2, 4), sigma in (1, 100) token
+    units, and the last 2, 4, 6 or 8 layers of a `depth`-block tower (those that fit)."""
     alphas = (0.2, 0.5, 1.0, 2.0, 4.0)
     sigmas = (1.0, 100.0)
     layer_sets = [tuple(range(depth - k, depth)) for k in (2, 4, 6, 8) if k <= depth]

@@ -40,6 +40,12 @@ def check_numbers(model) -> dict[str, float]:
 
 
 def measure(model, test_singles: int = 500, test_multis: int = 500, val_multis: int = 150) -> dict:
+    """Every number of the report for `model`, as the dict written to `metrics.json`.
+
+    Naming, referring expressions (per `REC_GROUPS`) and region classification on `test_multis` and
+    `test_singles` test scenes for plain CLIP, FALIP at the defaults and FALIP tuned on `val_multis`
+    validation scenes (`tuning_grid`); the per-attribute naming accuracies, the [CLS] attention share
+    in the boxes, and `check_numbers` for the test that re-measures the shipped model."""
     test = Split.make("test", test_singles, test_multis)
     val = Split.make("val", 0, val_multis)
     ev = Evaluator(model)
@@ -86,6 +92,8 @@ def measure(model, test_singles: int = 500, test_multis: int = 500, val_multis: 
 
 
 def markdown_table(metrics: dict) -> str:
+    """The measured table of `metrics` (from `measure`) as markdown, for the README and the model card,
+    with the attribute, attention-share and tuned-setting lines beneath it."""
     lines = ["| task | method | accuracy | 95% CI | n |", "| --- | --- | ---: | --- | ---: |"]
     for task, methods in metrics["rows"].items():
         for method, m in methods.items():

@@ -37,6 +37,13 @@ SPECIALS = ("<|startoftext|>", "<|endoftext|>")
 
 @dataclass
 class TrainConfig:
+    """The toy CLIP's training recipe and architecture (`falip train-toy`); fields commented where not plain.
+
+    `steps` optimiser steps of `batch` images (`batch // 2` contrast pairs), AdamW at peak `lr` after
+    `warmup` linear steps, then cosine decay; `image_size` and `patch` in pixels; `width` /
+    `text_width` channels, `layers` / `text_layers` blocks, `heads` / `text_heads` heads; `context`
+    text tokens; `threads` CPU threads."""
+
     steps: int = 780
     batch: int = 96
     lr: float = 1e-3
@@ -121,6 +128,9 @@ def build_tokenizer(context: int):
 
 
 def build_model(cfg: TrainConfig, tokenizer):
+    """An untrained `transformers` `CLIPModel` of `cfg`'s sizes, weights seeded by `cfg.seed`; its text
+    tower sized to `tokenizer` (vocabulary, start / end-of-text ids, padding with end-of-text) and
+    `cfg.context` positions; `projection_dim` = `cfg.width`."""
     from transformers import CLIPConfig, CLIPModel
 
     eos, bos = tokenizer.convert_tokens_to_ids(SPECIALS[1]), tokenizer.convert_tokens_to_ids(SPECIALS[0])
@@ -228,9 +238,15 @@ class SceneBatches(torch.utils.data.IterableDataset):
     `presence` and `object_targets`: fully seeded."""
 
     def __init__(self, cfg: TrainConfig, tokenizer, start: int = 0):
+        """`cfg`: the recipe; `tokenizer`: from `build_tokenizer`; `start`: the first step (a resumed run)."""
         self.cfg, self.tokenizer, self.start = cfg, tokenizer, start
 
     def batch(self, step: int) -> tuple[torch.Tensor, ...]:
+        """Batch number `step`, a pure function of (`cfg.seed`, `step`).
+
+        Returns (pixels (2P, 3, S, S) normalised as `normalise` does, token ids (2P, context),
+        presence (2P, len(VALUES)), object cells (2P, K, g * g), object labels (2P, K, attributes)),
+        P = batch // 2 contrast pairs, S = image_size, g = S // patch, K = len(object_counts)."""
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, step])
         pairs = cfg.batch // 2
@@ -260,6 +276,7 @@ class SceneBatches(torch.utils.data.IterableDataset):
         )
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        """Batches `start` .. `steps - 1`, in order."""
         for step in range(self.start, self.cfg.steps):
             yield self.batch(step)
 

@@ -12,6 +12,7 @@ import shutil
 import threading
 import urllib.request
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -159,3 +160,44 @@ def test_the_page_in_chromium_uploads_ranks_and_shows_errors(server, browser, tm
     browser.find_element(By.ID, "run").click()
     wait.until(ready.text_to_be_present_in_element((By.ID, "error"), "give a text to look for"))
     assert "Traceback" not in browser.page_source
+
+
+def test_the_page_and_the_cli_score_an_exif_tagged_photo_alike(server, tmp_path):
+    """A phone photo stored sideways with EXIF orientation 6: the page and `falip score` both see it
+    upright (one image door), so they give the same scores; its stored pixels would give others."""
+    from click.testing import CliRunner
+
+    from falip.cli import cli
+
+    model, url = server
+    scene = make_scene("test", 7, 128, objects=(3, 3))
+    upright = scene.pil()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display": stored is the upright image turned anticlockwise
+    path = tmp_path / "phone.jpg"
+    upright.transpose(Image.Transpose.ROTATE_90).save(path, quality=95, exif=exif)
+    boxes = [[round(float(v), 2) for v in o.box] for o in scene.objects]
+    text = "a photo of a circle"
+    payload = {
+        "image": "data:image/jpeg;base64," + base64.b64encode(path.read_bytes()).decode(),
+        "boxes": boxes,
+        "texts": [text],
+        "alpha": 0.2,
+        "sigma": 100,
+        "layers": "",
+    }
+    status, page = post(url, payload)
+    assert status == 200, page
+    on_page = {b["index"]: b["score"] for b in page["ranking"][0]["boxes"]}
+    args = ["score", str(path), "--text", text] + [a for b in boxes for a in ("--box", ",".join(map(str, b)))]
+    printed = CliRunner().invoke(cli, args)
+    assert printed.exit_code == 0, printed.output
+    on_cli = {}
+    for line in printed.output.splitlines()[1:]:  # "  1.   12.345  box 10,20,30,40"
+        rank, score, _, box = line.split()
+        on_cli[[",".join(f"{v:g}" for v in b) for b in boxes].index(box)] = float(score)
+    assert on_cli.keys() == on_page.keys() == set(range(len(boxes)))
+    for i in on_cli:
+        assert on_cli[i] == pytest.approx(on_page[i], abs=2e-3), i
+    stored = model.score(np.asarray(Image.open(path).convert("RGB")), boxes, [text])[:, 0].tolist()
+    assert max(abs(stored[i] - on_cli[i]) for i in on_cli) > 0.05  # the turn matters: not a vacuous check

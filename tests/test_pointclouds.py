@@ -327,7 +327,9 @@ def test_one_pass_gives_the_features_and_the_attention(region, form):
     maps = view_attention(model, depth, **options)
     for method in ("plain", "falip"):
         alone = view_features(model, depth, method, **options)
-        assert torch.allclose(maps["features"][method], alone, rtol=1e-4, atol=1e-5 * alone.abs().max()), method
+        assert torch.allclose(maps["features"][method], alone, rtol=1e-4, atol=1e-5 * alone.abs().max()), (
+            method
+        )
     assert maps["views"] == [0, 1, 3, 4, 5]
     shares = foreground_attention(maps)
     for share, name in zip(shares, ("plain", "falip")):

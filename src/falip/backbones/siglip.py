@@ -29,12 +29,27 @@ def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
 
 
 class Attention(nn.Module):
+    """Multi-head self-attention with separate q/k/v/out projections (transformers' `SiglipAttention`).
+
+    Softmax scale 1/sqrt(head_dim), no dropout (inference only); the projections carry biases, as
+    transformers saves them (`q_proj`, `k_proj`, `v_proj`, `out_proj`).
+    """
+
     def __init__(self, width: int, heads: int):
+        """`width`: the token width D; `heads`: the number of heads (head_dim = D // heads, which must
+        divide D exactly for the checkpoint's weights to load)."""
         super().__init__()
         self.heads, self.head_dim = heads, width // heads
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(width, width) for _ in range(4))
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N, D) tokens -> (B, N, D).
+
+        `bias`: an additive mask on the attention logits (before the softmax), broadcastable to
+        (B, heads, N, N), e.g. `falip.inputs.masks.attention_bias` of FALIP's rows (Eq. 3); None: plain
+        attention. It is cast to the tokens' dtype. Raises RuntimeError (from torch) for shapes that
+        do not broadcast.
+        """
         split = lambda t: t.unflatten(-1, (self.heads, self.head_dim)).transpose(-3, -2)  # noqa: E731
         q, k, v = split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if bias is None else bias.to(q.dtype))
@@ -42,35 +57,52 @@ class Attention(nn.Module):
 
 
 class Mlp(nn.Module):
+    """`fc1` -> GELU (tanh approximation, transformers' "gelu_pytorch_tanh") -> `fc2` (`SiglipMLP`)."""
+
     def __init__(self, width: int, hidden: int):
+        """`width`: input and output width D; `hidden`: the inner width (`intermediate_size`)."""
         super().__init__()
         self.fc1, self.fc2 = nn.Linear(width, hidden), nn.Linear(hidden, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., D) -> (..., D)."""
         return self.fc2(_gelu_tanh(self.fc1(x)))
 
 
 class Layer(nn.Module):
+    """A pre-norm transformer block (`SiglipEncoderLayer`): x + attn(LN1(x)), then x + mlp(LN2(x))."""
+
     def __init__(self, width: int, heads: int, hidden: int, eps: float):
+        """`width` D, `heads`, the MLP's `hidden` width, and the LayerNorms' `eps` (`layer_norm_eps`)."""
         super().__init__()
         self.layer_norm1, self.layer_norm2 = nn.LayerNorm(width, eps=eps), nn.LayerNorm(width, eps=eps)
         self.self_attn, self.mlp = Attention(width, heads), Mlp(width, hidden)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N, D) -> (B, N, D); `bias` goes to the attention logits as in `Attention.forward`."""
         x = x + self.self_attn(self.layer_norm1(x), bias)
         return x + self.mlp(self.layer_norm2(x))
 
 
 class Encoder(nn.Module):
+    """The stack of blocks, kept as `encoder.layers` so that the state dict's names match transformers'.
+
+    It has no `forward`: the towers run the blocks themselves (the vision tower stops and branches per
+    region inside the stack)."""
+
     def __init__(self, layers: int, width: int, heads: int, hidden: int, eps: float):
+        """`layers` blocks of `Layer(width, heads, hidden, eps)`, indexed 0 .. layers - 1."""
         super().__init__()
         self.layers = nn.ModuleList(Layer(width, heads, hidden, eps) for _ in range(layers))
 
 
 class PoolingHead(nn.Module):
-    """Attention pooling: one learned query over the patch tokens, then a residual MLP."""
+    """Attention pooling (`SiglipMultiheadAttentionPoolingHead`): one learned query, the `probe`, over
+    the patch tokens, then a residual MLP. Written out with `nn.MultiheadAttention`'s weights so that
+    FALIP's bias row can be added to the probe's attention logits (the analogue of form a)."""
 
     def __init__(self, width: int, heads: int, hidden: int, eps: float):
+        """`width` D, `heads`, the MLP's `hidden` width and the LayerNorm's `eps`; `probe` (1, 1, D)."""
         super().__init__()
         self.heads = heads
         self.probe = nn.Parameter(torch.zeros(1, 1, width))
@@ -79,7 +111,11 @@ class PoolingHead(nn.Module):
         self.mlp = Mlp(width, hidden)
 
     def forward(self, tokens: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, N, D) tokens -> (B, D); `bias` (B, N) is added to the probe's attention logits."""
+        """(B, N, D) tokens (after `post_layernorm`) -> (B, D) pooled features.
+
+        `bias` (B, N): additive, added to the probe's attention logits in every head (FALIP's row
+        without its [CLS] slot); None: plain pooling. Raises RuntimeError (from torch) for a `bias`
+        that is not (B, N)."""
         attention = self.attention
         width = tokens.shape[-1]
         dh = width // self.heads
@@ -97,14 +133,22 @@ class PoolingHead(nn.Module):
 
 
 class Embeddings(nn.Module):
+    """Patch embedding (a stride-`patch_size` convolution) and learned position embeddings, one per
+    patch (`SiglipVisionEmbeddings`; no [CLS] token, no class embedding)."""
+
     def __init__(self, cfg: VisionConfig):
+        """`cfg`: the vision config; the position table has `cfg.grid ** 2` rows of width `cfg.width`."""
         super().__init__()
         self.patch_embedding = nn.Conv2d(3, cfg.width, cfg.patch_size, cfg.patch_size)
         self.position_embedding = nn.Embedding(cfg.grid**2, cfg.width)
 
 
 class SiglipVision(nn.Module):
+    """SigLIP's image tower (`SiglipVisionTransformer`): embeddings, encoder, `post_layernorm` and the
+    attention-pooling `head`; the image feature is the head's output (width D, no projection)."""
+
     def __init__(self, cfg: VisionConfig, heads_hidden: int):
+        """`cfg`: the vision config (`config_from_hf`); `heads_hidden`: the pooling head's MLP width."""
         super().__init__()
         self.cfg = cfg
         self.embeddings = Embeddings(cfg)
@@ -114,14 +158,20 @@ class SiglipVision(nn.Module):
 
     @property
     def blocks(self) -> nn.ModuleList:
+        """The encoder's blocks, 0-based (the name the rest of falip uses for a tower's layers)."""
         return self.encoder.layers
 
     def embed(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) preprocessed pixels (S = `cfg.image_size`) -> (B, N, D) tokens, N = `cfg.grid ** 2`.
+
+        The pixels are moved to the weights' device and dtype. The position table is not interpolated:
+        another S raises RuntimeError (from torch, shapes that do not add)."""
         weight = self.embeddings.patch_embedding.weight
         x = self.embeddings.patch_embedding(pixels.to(weight.device, weight.dtype)).flatten(2).transpose(1, 2)
         return x + self.embeddings.position_embedding.weight
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) preprocessed pixels -> (B, D) image features (unnormalised), without FALIP."""
         x = self.embed(pixels)
         for block in self.blocks:
             x = block(x)
@@ -137,9 +187,23 @@ class SiglipVision(nn.Module):
         form: str = "cls",
         chunk_size: int = 32,
     ) -> torch.Tensor:
-        """FALIP features (R, D): `rows` (R, N + 1) bias rows in the [CLS]-first layout of the rest of
-        falip (the [CLS] slot is dropped: SigLIP has none). Form a: the head's query row only, the
-        encoder shared per image; forms b and c: also every row / the diagonal of `layers`."""
+        """FALIP region features (R, D), unnormalised: the bias on the pooling query (our extension).
+
+        Args:
+            pixels: (B, 3, S, S) preprocessed images.
+            rows: (R, N + 1) additive bias rows (Eq. 1-3) in the [CLS]-first layout of the rest of
+                falip (`falip.inputs.regions.region_bias_rows`); the [CLS] slot is dropped, SigLIP
+                has none.
+            image_index: (R,) long, the image (0 .. B - 1) of each region.
+            layers: 0-based masked layers, negative ones from the end (taken modulo the depth; the
+                model checks the range before). Used by forms "all" and "diag" only.
+            form: "cls" (form a): the head's query row only, the encoder run once per image and
+                shared by its regions (`layers` is not used); "all" (form b) / "diag" (form c): also
+                every query row / the diagonal of `layers`, which then run per region.
+            chunk_size: regions per batch through the per-region part (memory against speed).
+        Raises:
+            ValueError: an unknown form (from `attention_bias`).
+        """
         patch_rows = rows[:, 1:].to(self.embeddings.patch_embedding.weight)
         x = self.embed(pixels)
         if form == "cls":
@@ -166,14 +230,21 @@ class SiglipVision(nn.Module):
 
 
 class TextEmbeddings(nn.Module):
+    """Token and learned position embeddings of the text tower (`SiglipTextEmbeddings`)."""
+
     def __init__(self, cfg: TextConfig):
+        """`cfg`: the text config (`vocab_size` x `width` tokens, `context_length` positions)."""
         super().__init__()
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
         self.position_embedding = nn.Embedding(cfg.context_length, cfg.width)
 
 
 class SiglipText(nn.Module):
+    """SigLIP's text tower (`SiglipTextTransformer`): no causal mask, the last position pooled, then a
+    linear `head` to the shared embedding width."""
+
     def __init__(self, cfg: TextConfig):
+        """`cfg`: the text config (`config_from_hf`)."""
         super().__init__()
         self.cfg = cfg
         self.embeddings = TextEmbeddings(cfg)
@@ -182,6 +253,11 @@ class SiglipText(nn.Module):
         self.head = nn.Linear(cfg.width, cfg.output_dim)
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """(B, L) long token ids, padded to the full length L <= `context_length` -> (B, output_dim).
+
+        No attention mask: padding is attended to, as SigLIP was trained (the tokenizer pads to
+        "max_length"); the feature is the last position's. Raises IndexError / RuntimeError (from
+        torch) for ids outside the vocabulary or L > `context_length`."""
         n = token_ids.shape[-1]
         x = self.embeddings.token_embedding(token_ids) + self.embeddings.position_embedding.weight[:n]
         for layer in self.encoder.layers:
@@ -195,6 +271,9 @@ class SiglipBackbone(nn.Module):
     kind = "siglip"
 
     def __init__(self, cfg: ClipConfig, head_hidden: int):
+        """`cfg`: both towers' configs; `head_hidden`: the pooling head's MLP width. `logit_scale` and
+        `logit_bias` start at 0 and come from the checkpoint (SigLIP's sigmoid loss:
+        logit = exp(logit_scale) * cosine + logit_bias, as transformers' `SiglipModel`)."""
         super().__init__()
         self.cfg = cfg
         self.vision_model = SiglipVision(cfg.vision, head_hidden)
@@ -204,10 +283,12 @@ class SiglipBackbone(nn.Module):
 
     @property
     def visual(self) -> SiglipVision:
+        """The image tower, under the name the rest of falip uses (CLIP's `visual`)."""
         return self.vision_model
 
     @property
     def text(self) -> SiglipText:
+        """The text tower, under the name the rest of falip uses."""
         return self.text_model
 
 
@@ -215,9 +296,12 @@ class SiglipRegionEncoder:
     """The region engine's interface (as `FovealEncoder`) for SigLIP."""
 
     def __init__(self, visual: SiglipVision, chunk_size: int):
+        """`visual`: the tower whose weights are used in place; `chunk_size`: regions per batch by default."""
         self.visual, self.chunk_size = visual, chunk_size
 
     def __call__(self, pixels, rows, image_index, layers, form="cls", chunk_size=None) -> torch.Tensor:
+        """Region features (R, D): `SiglipVision.region_features` with the inputs moved to the weights'
+        device; `chunk_size` None uses the encoder's. Same shapes and errors."""
         weight = self.visual.embeddings.patch_embedding.weight
         return self.visual.region_features(
             pixels.to(weight.device, weight.dtype),
@@ -230,7 +314,15 @@ class SiglipRegionEncoder:
 
 
 def config_from_hf(config) -> tuple[ClipConfig, int]:
-    """transformers' `SiglipConfig` -> the internal config, and the pooling head's MLP width."""
+    """transformers' `SiglipConfig` -> the internal config, and the pooling head's MLP width.
+
+    The text tower's output width is `projection_size` when the config has one (SigLIP 2), else its
+    hidden size; the head's MLP width is the vision `intermediate_size`, as in `SiglipMLP`.
+
+    Raises:
+        FalipError: an activation other than the tanh GELU (or its "gelu_new"/"gelu_fast" equals), or a
+            vision tower without the attention-pooling head (`vision_use_head=False`).
+    """
     v, t = config.vision_config, config.text_config
     for name, part in (("vision", v), ("text", t)):
         if part.hidden_act not in ("gelu_pytorch_tanh", "gelu_new", "gelu_fast"):
@@ -268,7 +360,16 @@ def config_from_hf(config) -> tuple[ClipConfig, int]:
 
 
 def build(config, state: dict[str, torch.Tensor], source: str) -> SiglipBackbone:
-    """A `SiglipBackbone` holding exactly `state` (a `SiglipModel` state dict)."""
+    """A `SiglipBackbone` holding exactly `state` (a `SiglipModel` state dict), in float32, in eval mode.
+
+    Args:
+        config: transformers' `SiglipConfig` (see `config_from_hf`).
+        state: the checkpoint's tensors under transformers' names (`position_ids` buffers are ignored).
+        source: where the weights came from, for the message.
+    Raises:
+        FalipError: an unsupported config (`config_from_hf`), or names missing from or extra to the
+            state dict (the first three are named).
+    """
     cfg, head_hidden = config_from_hf(config)
     model = SiglipBackbone(cfg, head_hidden)
     state = {k: v for k, v in state.items() if not k.endswith("position_ids")}

@@ -45,9 +45,15 @@ class Numbers(click.ParamType):
     name = "numbers"
 
     def __init__(self, count: int | None = None) -> None:
+        """`count`: how many numbers the option needs (4 for a box), or None for any number of them."""
         self.count = count
 
     def convert(self, value, param, ctx) -> list[float]:
+        """click's hook: the typed text -> a list of floats (a list, e.g. a default, passes as it is).
+
+        Raises:
+            click.BadParameter: via `self.fail`, with `numbers`' message naming the option (exit 2).
+        """
         if isinstance(value, list):
             return value
         try:
@@ -62,6 +68,14 @@ class Layers(click.ParamType):
     name = "layers"
 
     def convert(self, value, param, ctx) -> list[int]:
+        """click's hook: the typed text -> a list of ints (a list, e.g. a default, passes as it is).
+
+        Only the syntax is checked here; whether the layers exist is the model's check
+        (`falip.inputs.masks.resolve_layers`), once the model's depth is known.
+
+        Raises:
+            click.BadParameter: via `self.fail`, for a field that is not an integer (exit 2).
+        """
         if isinstance(value, list):
             return value
         what = _name(param, "--layers")

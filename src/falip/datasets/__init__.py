@@ -51,14 +51,24 @@ def _open(registry: dict[str, Callable], task: str, name: str, options: dict[str
 
 
 def open_rec(name: str, **options) -> list[RecImage]:
+    """A referring-expression data set by name (a key of `REC_DATASETS`), loaded with `options`.
+
+    Options set to None are dropped (a CLI option left out), the rest are passed by name to the loader.
+
+    Raises:
+        FalipError: an unknown name, an option the loader does not take, a required one missing, or
+            whatever the loader refuses (missing files, bad annotations).
+    """
     return _open(REC_DATASETS, "referring-expression", name, options)
 
 
 def open_cls(name: str, **options) -> ClsDataset:
+    """A region-classification data set by name (a key of `CLS_DATASETS`); as `open_rec`, same errors."""
     return _open(CLS_DATASETS, "classification", name, options)
 
 
 def open_clouds(name: str, **options) -> CloudDataset:
+    """A point-cloud data set by name (a key of `CLOUD_DATASETS`); as `open_rec`, same errors."""
     return _open(CLOUD_DATASETS, "point-cloud", name, options)
 
 

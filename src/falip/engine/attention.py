@@ -20,6 +20,9 @@ def attention_share(
         map_dims: how many trailing dimensions make one map.
     Returns:
         The share in [0, 1] per leading index (a float for a single map); NaN where a map's total is 0.
+        Sums run in float64 on the CPU; tensors are detached and copied there first.
+    Raises:
+        ValueError: `inside` does not broadcast to `attention`'s shape (from `np.broadcast_to`).
     """
     a = (
         attention.detach().float().cpu().numpy()

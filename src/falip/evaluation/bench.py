@@ -29,6 +29,10 @@ VIT_B16 = VisionConfig(
 
 @dataclass
 class BenchRow:
+    """One line of `falip bench`: a region count, the three approaches' rates and how far apart their
+    features are. Rates are regions per second (best of the repeats); (a) the authors' one forward per
+    region, (b) every region in one batch, (c) this project's foveal encoder."""
+
     regions: int
     authors: float  # regions per second
     batched: float
@@ -39,14 +43,20 @@ class BenchRow:
 
     @property
     def vs_authors(self) -> float:
+        """The speed-up c/a of the engine over the authors' way (a ratio of rates, no unit)."""
         return self.engine / self.authors
 
     @property
     def vs_batched(self) -> float:
+        """The speed-up c/b of the engine over one batched full forward."""
         return self.engine / self.batched
 
 
 def random_backbone(vision: VisionConfig = VIT_B16, seed: int = 0) -> ClipBackbone:
+    """A CLIP of the `vision` shape (ViT-B/16 by default) with random weights from `seed`, in eval mode.
+
+    The text tower is a one-layer stub (width 64, context 8): the throughput benchmarks time the image
+    side only. Random weights suffice for timing; they give no meaningful features."""
     text = TextConfig(
         width=64,
         layers=1,
@@ -91,7 +101,20 @@ def run(
     log: Callable[[str], None] = print,
 ) -> list[BenchRow]:
     """Time the three approaches on `images` random images for each region count; each time is the
-    best of `repeats` runs over all the images (these machines are shared and noisy)."""
+    best of `repeats` runs over all the images (these machines are shared and noisy).
+
+    Args:
+        region_counts: regions per image, one table row each.
+        images: random (3, S, S) images per row, S = `vision.image_size`.
+        vision: the tower's shape (random weights, `random_backbone`).
+        repeats: timed runs per approach; the best is kept.
+        seed: seeds torch and numpy (weights, pixels, boxes).
+        log: receives each row's formatted line (`format_row`) as it is measured.
+    Returns:
+        One `BenchRow` per region count. The boxes are random, 10-60% of the side, with the paper's
+        alpha and sigma and the last third of the layers. (a) follows the authors' code (pumpkin805/FALIP:
+        one masked forward per box at batch size 1).
+    """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = random_backbone(vision, seed)
@@ -166,6 +189,8 @@ def run(
 
 
 def header(vision: VisionConfig, images: int, repeats: int) -> str:
+    """The lines above `falip bench`'s table: the model's shape, masked layers, images per row, repeats,
+    torch's version and thread count, the legend of (a), (b), (c), and the column titles."""
     return (
         f"FALIP throughput, ViT {vision.layers}x{vision.width} patch {vision.patch_size} @ "
         f"{vision.image_size}px "
@@ -182,6 +207,7 @@ def header(vision: VisionConfig, images: int, repeats: int) -> str:
 
 
 def format_row(row: BenchRow) -> str:
+    """One table line for `row`, aligned under `header`'s column titles."""
     return (
         f"{row.regions:>8} {row.authors:>10.2f} {row.batched:>10.2f} {row.engine:>10.2f} "
         f"{row.vs_authors:>7.2f} {row.vs_batched:>7.2f} {row.diff_batched:>9.1e} {row.diff_engine:>9.1e} "
@@ -196,6 +222,10 @@ CLIP_B16_TEXT = TextConfig(
 
 @dataclass
 class RecBenchRow:
+    """The RefCOCO-shaped workload's result (`run_rec_workload`). Rates are expressions per second
+    (`pool_rate`: captions per second); `same_picks`: (a) and (c) chose the same box for every
+    expression; `negatives`: subtract's negatives per expression; `pool`: the captions encoded once."""
+
     expressions: int
     authors: float  # expressions per second
     engine: float
@@ -208,6 +238,7 @@ class RecBenchRow:
 
     @property
     def ratio(self) -> float:
+        """The speed-up c/a of the engine over the authors' way."""
         return self.engine / self.authors
 
 
@@ -225,7 +256,17 @@ def run_rec_workload(
     forward per box at batch size 1. (c) this project's: the boxes of an image in one engine call,
     reused by all of its expressions, and the expressions' texts in one batch. Same picks required.
     Then (c) with ReCLIP's subtract over `negatives` captions per expression, drawn from a pool of
-    `negatives + 100` captions that is encoded once (timed apart: once per split, not per expression)."""
+    `negatives + 100` captions that is encoded once (timed apart: once per split, not per expression).
+
+    Args:
+        expressions: expressions per image, one image each (7 and 8: RefCOCO's mean of about 7.5).
+        boxes: candidate boxes per image.
+        vision, text: the towers' shapes (ViT-B/16 and CLIP's text tower by default), random weights.
+        seed: seeds torch and numpy.
+        negatives: subtract's negative captions per expression (ReCLIP's mean over negatives).
+    Returns:
+        A `RecBenchRow`; each part is timed once after one warm-up of (c).
+    """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = ClipBackbone(ClipConfig(vision, text)).init_random(seed).eval()
@@ -313,6 +354,7 @@ def run_rec_workload(
 
 
 def format_rec_row(row: RecBenchRow, boxes: int, images: int) -> str:
+    """The workload's three report lines; `boxes` per image and `images` are the run's arguments."""
     return (
         f"RefCOCO-shaped workload: {images} images, {row.expressions} expressions, {boxes} boxes per image\n"
         f"(a) authors: {row.authors:.3f} expressions/s | (c) this engine: {row.engine:.2f} expressions/s | "
@@ -326,6 +368,8 @@ def format_rec_row(row: RecBenchRow, boxes: int, images: int) -> str:
 
 @dataclass
 class UnleashBenchRow:
+    """`run_unleash_workload`'s result: regions per image and the two rates in regions per second."""
+
     regions: int
     prompt: float  # regions/s: the prompted images through plain CLIP, batched per image
     unleash: float  # regions/s: the same prompted images unleashed (plus one original per image)
@@ -342,7 +386,11 @@ def run_unleash_workload(
 ) -> UnleashBenchRow:
     """`<prompt>+unleash` against the prompt alone on the same prompted images (the pixel editing,
     the same for both, is left out): unleash decomposes the [CLS] of every prompted image and of the
-    original once per image."""
+    original once per image.
+
+    `regions` prompted images per image, `images` images, random (3, S, S) pixels with S =
+    `vision.image_size` and random weights; the unleashed layers are the last third. Each rate is the
+    best of `repeats` interleaved runs, in regions per second."""
     from ..engine.unleash import unleash_features
 
     torch.manual_seed(seed)
@@ -368,6 +416,7 @@ def run_unleash_workload(
 
 
 def format_unleash_row(row: UnleashBenchRow, vision: VisionConfig) -> str:
+    """One report line for `row`; `vision` is the shape that was timed."""
     return (
         f"unleash, ViT {vision.layers}x{vision.width} @ {vision.image_size}px, {row.regions} regions per "
         "image: "
@@ -378,6 +427,8 @@ def format_unleash_row(row: UnleashBenchRow, vision: VisionConfig) -> str:
 
 @dataclass
 class EvalBenchRow:
+    """`run_eval_workload`'s result: the expressions evaluated and two rates in expressions per second."""
+
     expressions: int
     eval_rate: float  # expressions/s of `falip eval rec` end to end (files, decoding, preprocessing, results)
     compute_rate: float  # expressions/s of the engine and the text tower alone, on inputs already in memory
@@ -411,7 +462,17 @@ def run_eval_workload(
 ) -> EvalBenchRow:
     """`falip eval rec` on a RefCOCO-shaped synthetic set (640 x 480 JPEG files, `boxes` boxes and 7 or 8
     expressions per image) against the same work with everything already in memory: the engine's
-    region features and the text tower's features, nothing else."""
+    region features and the text tower's features, nothing else.
+
+    Args:
+        images: synthetic images, written as JPEG (quality 90) to a temporary folder that is removed.
+        boxes: candidate boxes per image; each expression's gold box is one of them.
+        vision, text: the towers' shapes (random weights; a byte-level tokenizer stands for CLIP's).
+        seed: seeds numpy and the weights.
+        repeats: interleaved timed runs of each; the best of each is kept.
+    Returns:
+        An `EvalBenchRow` (method "falip", the paper's settings, one model called "bench").
+    """
     import tempfile
     from pathlib import Path
 
@@ -469,6 +530,7 @@ def run_eval_workload(
 
 
 def format_eval_row(row: EvalBenchRow, boxes: int, images: int) -> str:
+    """One report line for `row`; `boxes` per image and `images` are the run's arguments."""
     return (
         f"falip eval rec, RefCOCO-shaped: {images} JPEG images 640x480, {row.expressions} expressions, "
         f"{boxes} boxes per image: "
@@ -490,7 +552,18 @@ def run_siglip_workload(
 ) -> tuple[float, float, float]:
     """SigLIP with FALIP on the pooling query: one full forward per region (the way the authors run
     CLIP) against the encoder once per image and the pooling head per region. Returns the two rates
-    (regions/s) and the largest relative difference of their features."""
+    (regions/s) and the largest relative difference of their features.
+
+    Args:
+        regions: random boxes on one random (3, S, S) image, S = `image_size` pixels.
+        width, layers, image_size, patch: the tower's shape (ViT-B/16-like by default, heads of 64 wide,
+            MLP 4 x width), weights drawn from N(0, 0.02) with torch's `seed`.
+        repeats: interleaved timed runs of each; the best of each is kept.
+        seed: seeds torch and the boxes.
+    Returns:
+        (per-region rate, shared rate, largest |shared - per-region| / |per-region| over the regions).
+        Only the last layer is passed as masked; form a (the default) puts the bias on the pooling query.
+    """
     from ..backbones.siglip import SiglipBackbone
 
     torch.manual_seed(seed)

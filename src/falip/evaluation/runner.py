@@ -89,6 +89,9 @@ class RunConfig:
         self.seed = checks.count("seed", self.seed, minimum=0)
 
     def method_options(self) -> dict:
+        """The keyword arguments every method receives from `falip.tasks.methods.region_features`:
+        FALIP's alpha, sigma, 0-based layers and mask form, and the PASTA / Unleash options (each method
+        takes the ones it knows)."""
         return {
             "alpha": self.alpha,
             "sigma": self.sigma,
@@ -209,7 +212,24 @@ def run_rec(
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Evaluate every (model, method) on the images' expressions; returns the summary."""
+    """Evaluate every (model, method) on the images' expressions; returns the summary.
+
+    Args:
+        models: name -> `FalipModel`; rows of the results are "<model>:<method>" (and "ensemble").
+        images: the data set (`falip.datasets.open_rec`); boxes and gold boxes xywh, in pixels.
+        config: the run's settings, saved in `out` and compared on resume.
+        out: the results folder (results.jsonl, config.json, summary.json/.csv/.md, skipped.json).
+        limit: evaluate only the first `limit` expressions (None: all).
+        overwrite: start again in a folder that holds another run.
+        progress: show a tqdm bar.
+    Returns:
+        The summary (`falip.evaluation.summary.write_summary`): {system: {metric: accuracy}}. An image that
+        cannot be read or has no boxes is skipped, named in skipped.json, and counted.
+    Raises:
+        FalipError: an unknown method, layers or heads the models do not have, a bad `limit`, an
+            `out` holding a run with other settings (without `overwrite`), or a folder that cannot be
+            written.
+    """
     _check_methods(config.methods)
     _check_options(models, config)
     limit = checks.optional_count("limit", limit)
@@ -317,7 +337,12 @@ def run_cls(
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Top-1 and top-5 region classification for every (model, method)."""
+    """Top-1 and top-5 region classification for every (model, method); returns the summary.
+
+    Arguments, result folder and errors as `run_rec`, with `data` from `falip.datasets.open_cls` (one
+    region per example) and class features from `config.templates`; an unknown template set or a bad
+    template also raises FalipError.
+    """
     _check_methods(config.methods)
     _check_options(models, config)
     limit = checks.optional_count("limit", limit)

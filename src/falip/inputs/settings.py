@@ -47,6 +47,12 @@ class FalipSettings:
     gaussian: str = "authors"
 
     def __post_init__(self) -> None:
+        """Check and normalise every field once: alpha and sigma to floats, layers to a tuple of ints.
+
+        Raises:
+            FalipError: as listed in the class's docstring (`checks.falip_strength`,
+                `checks.layer_list`, the choices in `falip.inputs.masks`).
+        """
         alpha, sigma = checks.falip_strength(self.alpha, self.sigma)
         layers = checks.layer_list(self.layers)
         object.__setattr__(self, "alpha", alpha)
@@ -58,7 +64,13 @@ class FalipSettings:
 
     def with_(self, **changes) -> FalipSettings:
         """A copy with the given fields changed; a value of None keeps this one's (so keyword arguments
-        left at None fall back to these settings)."""
+        left at None fall back to these settings). Layers cannot be reset to None (the default set)
+        this way: build a new `FalipSettings` for that.
+
+        Raises:
+            FalipError: a changed value that `__post_init__` refuses.
+            TypeError: a name that is not a field (from `dataclasses.replace`).
+        """
         given = {k: v for k, v in changes.items() if v is not None}
         return dataclasses.replace(self, **given) if given else self
 

@@ -99,3 +99,33 @@ def test_a_free_form_mask_weights_edge_tokens_by_coverage():
     assert torch.equal(rows_of([pil_mask], (224, 224)), rows_of([mask], (224, 224)))
     with pytest.raises(FalipError, match="shape"):
         rows_of([mask[:100]], (224, 224))
+
+
+def test_the_region_door_checks_once_and_passes_checked_values_through():
+    from falip.inputs.regions import Box, Mask, check_regions
+
+    mask = np.zeros((40, 60), bool)
+    mask[5:9, 10:20] = True
+    checked = check_regions([[10, 5, 20, 4], mask, Image.fromarray(mask.astype(np.uint8) * 255)], (60, 40))
+    assert isinstance(checked[0], Box) and checked[0].xyxy == (10.0, 5.0, 30.0, 9.0)
+    assert checked[0].xywh == [10.0, 5.0, 20.0, 4.0]
+    assert (
+        isinstance(checked[1], Mask)
+        and (checked[1].pixels == mask).all()
+        and (checked[2].pixels == mask).all()
+    )
+    assert check_regions(checked, (60, 40))[0] is checked[0]  # already checked: the same value, not re-made
+    assert check_regions([1, 2, 3, 4], (60, 40)) == [Box(1.0, 2.0, 4.0, 6.0)]  # one box alone
+    assert check_regions([[1, 2, 3, 4]], (60, 40), "xyxy") == [Box(1.0, 2.0, 3.0, 4.0)]
+    for regions, message in (
+        ([], "no region given"),
+        ([[1, 2, 3]], "region 0: a box needs 4 numbers"),
+        ([[0, 0, 5, 5], [1, 2, 0, 4]], "region 1: box has zero or negative width or height"),
+        ([[70, 0, 5, 5]], "region 0: box lies wholly outside the 60x40 image"),
+        ([np.ones((4, 4))], r"region 0: mask shape \(4, 4\) does not match the image \(40, 60\)"),
+        ([[1, float("nan"), 3, 4]], "region 0: a box's numbers must be finite"),
+    ):
+        with pytest.raises(FalipError, match=message):
+            check_regions(regions, (60, 40))
+    with pytest.raises(FalipError, match="unknown box format 'cxcywh'"):
+        check_regions([[1, 2, 3, 4]], (60, 40), "cxcywh")

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..backbones import ClipBackbone, ClipTokenizer, load_checkpoint
@@ -16,7 +14,7 @@ from ..inputs import checks
 from ..inputs.images import ImageInput, open_image
 from ..inputs.masks import resolve_layers, select_heads
 from ..inputs.preprocess import OPENAI_MEAN, OPENAI_STD, Preprocessing
-from ..inputs.regions import Region, region_bias_rows
+from ..inputs.regions import Region, check_regions, region_bias_rows
 from ..inputs.settings import FalipSettings
 from .ablations import OPERATIONS, ablated_features
 from .encoder import DEFAULT_CHUNK, FovealEncoder
@@ -170,13 +168,12 @@ class FalipModel:
         `alpha`, `sigma` override `settings` (default: the model's, the paper's 0.2 and 100)."""
         s = self.settings_for(settings, alpha=alpha, sigma=sigma)
         return region_bias_rows(
-            regions,
+            check_regions(regions, image_size, box_format),
             image_size,
             self.preprocessing,
             self.patch_size,
             alpha=s.alpha,
             sigma=s.sigma,
-            box_format=box_format,
             box_rule=s.box_rule,
             numerics=s.gaussian,
         )
@@ -222,9 +219,9 @@ class FalipModel:
         if operation != "bias" and form != "cls":
             raise FalipError(f"the {operation} ablation acts on the [CLS] row only; use form='cls'")
         checks.optional_count("chunk_size", chunk_size)
-        regions = _region_list(regions)
         img = open_image(image)
-        rows = self.region_rows(img.size, regions, box_format=box_format, settings=s)
+        regions = check_regions(regions, img.size, box_format)
+        rows = self.region_rows(img.size, regions, settings=s)
         masked = self.masked_layers(s.layers)
         pixels = self.pixels(img).to(self.device, self.dtype)
         if operation != "bias":
@@ -258,7 +255,7 @@ class FalipModel:
         given = [i for i, region in enumerate(regions) if region is not None]
         if given:
             rows[given] = region_bias_rows(
-                [regions[i] for i in given],
+                check_regions([regions[i] for i in given], (size, size)),
                 (size, size),
                 identity,
                 self.patch_size,
@@ -335,13 +332,14 @@ class FalipModel:
         self.needs_cls(mode)
         if mode not in TWO_STREAM_MODES:
             raise FalipError(f"unknown two-stream mode {mode!r}; choose one of {', '.join(TWO_STREAM_MODES)}")
-        regions = _region_list(regions)
+        img = open_image(image)
+        regions = check_regions(regions, img.size, box_format)
         if len(prompted) != len(regions):
             raise FalipError(
                 f"one prompted image per region: got {len(prompted)} images for {len(regions)} regions"
             )
-        img, pixels, edited = self._with_copies(image, prompted)
-        rows = self.region_rows(img.size, regions, alpha=alpha, sigma=sigma, box_format=box_format)
+        img, pixels, edited = self._with_copies(img, prompted)
+        rows = self.region_rows(img.size, regions, alpha=alpha, sigma=sigma)
         chunk = chunk_size or self.encoder.chunk_size
         return two_stream_features(
             self.backbone.visual, pixels, edited, self.masked_layers(layers), mode, rows, chunk
@@ -363,15 +361,10 @@ class FalipModel:
         the steered heads (`heads` as (layer, head) pairs, or every head of `layers`).
         See `falip.engine.pasta`."""
         self.needs_cls("PASTA")
-        regions = _region_list(regions)
         img = open_image(image)
+        regions = check_regions(regions, img.size, box_format)
         # The region's tokens are those FALIP's bias covers; alpha only scales the values, so take 1.
-        inside = (
-            self.region_rows(
-                img.size, regions, box_format=box_format, settings=self.settings.with_(alpha=1.0)
-            )
-            > 0
-        )
+        inside = self.region_rows(img.size, regions, settings=self.settings.with_(alpha=1.0)) > 0
         vision = self.backbone.cfg.vision
         try:
             steered = select_heads(self.masked_layers(layers), heads, vision.layers, vision.heads)
@@ -442,20 +435,6 @@ class FalipModel:
         logits = self.backbone.logit_scale.float().exp() * regions_f @ texts_f.t()
         bias = getattr(self.backbone, "logit_bias", None)  # SigLIP's
         return logits if bias is None else logits + bias.float()
-
-
-def _region_list(regions) -> list:
-    """One box given alone becomes a list of one region."""
-    if isinstance(regions, (torch.Tensor, np.ndarray)) and regions.ndim == 1 or _is_single_box(regions):
-        return [regions]
-    return list(regions)
-
-
-def _is_single_box(regions) -> bool:
-    try:
-        return len(regions) == 4 and all(isinstance(v, numbers.Real) for v in regions)
-    except TypeError:
-        return False
 
 
 def load(

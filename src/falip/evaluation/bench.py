@@ -19,7 +19,7 @@ from ..backbones.clip import ClipBackbone, ClipConfig, TextConfig, VisionConfig
 from ..engine.encoder import FovealEncoder
 from ..inputs.masks import attention_bias, default_layers
 from ..inputs.preprocess import Preprocessing
-from ..inputs.regions import region_bias_rows
+from ..inputs.regions import Box, Mask, check_regions, region_bias_rows
 from ..inputs.settings import PAPER
 
 VIT_B16 = VisionConfig(
@@ -69,11 +69,11 @@ def random_backbone(vision: VisionConfig = VIT_B16, seed: int = 0) -> ClipBackbo
     return ClipBackbone(ClipConfig(vision, text)).init_random(seed).eval()
 
 
-def random_boxes(count: int, size: int, rng: np.random.Generator) -> list[list[float]]:
-    """Boxes (xywh) of 10-60% of the side at random places inside a `size` x `size` image."""
+def random_boxes(count: int, size: int, rng: np.random.Generator) -> list[Box | Mask]:
+    """Checked boxes of 10-60% of the side at random places inside a `size` x `size` image."""
     wh = rng.uniform(0.1, 0.6, size=(count, 2)) * size
     xy = rng.uniform(0, 1, size=(count, 2)) * (size - wh)
-    return np.concatenate([xy, wh], axis=1).tolist()
+    return check_regions(np.concatenate([xy, wh], axis=1).tolist(), (size, size))
 
 
 def count_flops(fn: Callable[[], object]) -> int:

@@ -12,7 +12,8 @@
 
 A method is a function `features(model, image, regions, settings, **options) -> (R, D)` registered with
 `@register_method(name)`: `image` is an RGB PIL image (through the input door), `regions` the checked
-regions, `settings` the run's `FalipSettings` (alpha, sigma, layers, form, box rule, Gaussian), and
+`Box`/`Mask` values (`falip.inputs.regions.check_regions`), `settings` the run's `FalipSettings`
+(alpha, sigma, layers, form, box rule, Gaussian), and
 `options` only the method's own run options that it names (`options=("pasta_scale", ...)`). A method may
 also rewrite the text (`text=`, CPT names the shade's colour). A new method is one file with one
 registration, imported where it should be available (see `tests/test_methods_registry.py`).
@@ -32,7 +33,7 @@ from ..engine.two_stream import TWO_STREAM_MODES
 from ..errors import FalipError
 from ..inputs.images import open_image
 from ..inputs.masks import parse_heads
-from ..inputs.regions import Region, region_box
+from ..inputs.regions import Region, check_regions, region_box
 from ..inputs.settings import FalipSettings
 from .visual_prompts import VISUAL_PROMPTS, cpt_text
 
@@ -246,7 +247,8 @@ def region_features(
         )
     run_settings = model.settings_for(settings, **{k: options.get(k) for k in SETTINGS_OPTIONS})
     own = {k: v for k, v in options.items() if k in spec.options}
-    feats = spec.features(model, open_image(image), list(regions), run_settings, **own)
+    img = open_image(image)
+    feats = spec.features(model, img, check_regions(regions, img.size), run_settings, **own)
     return F.normalize(feats.float(), dim=-1)
 
 

@@ -1,4 +1,4 @@
-"""The README's Quickstart is what CI runs."""
+"""The README's Quickstart pastes as a newcomer meets it, and its Development test line is what CI runs."""
 
 import re
 from pathlib import Path
@@ -6,27 +6,58 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def quickstart_lines() -> list[str]:
+def section_blocks(heading: str) -> list[list[str]]:
+    """The shell code blocks of one `## heading` section of the README, each as its command lines."""
     readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
-    block = re.search(r"```(?:bash|sh)?\n(.*?)```", section, re.S).group(1)
-    return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+    section = readme.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```(?:bash|sh)\n(.*?)```", section, re.S)
+    return [
+        [line for line in block.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        for block in blocks
+    ]
 
 
-def test_quickstart_installs_demos_and_tests_and_ci_runs_its_test_line():
-    demo, serve, test_line = quickstart_lines()
-    for line in (demo, serve):
-        assert line.startswith("pip install") and "torch==2.13.0" in line
-    assert demo.endswith("falip demo") and serve.endswith("falip serve")
+def test_quickstart_clones_makes_a_venv_installs_once_and_runs_the_demo_then_serve_alone():
+    install, serve = section_blocks("Quickstart")
+    assert install[0].startswith("git clone ") and install[0].split("#")[0].split()[-1] == "falip"
+    assert install[1:] == [
+        "cd falip",
+        "python -m venv .venv",
+        "source .venv/bin/activate",
+        'pip install "torch==2.13.0" -e .',
+        "falip demo",
+    ]
+    # `falip serve` runs until stopped, so it stands alone: nothing pasted after it waits on it
+    assert serve == ["falip serve"]
+
+
+def test_readme_first_screen_says_what_falip_is_that_the_default_is_a_toy_and_how_to_demo():
+    readme = (ROOT / "README.md").read_text()
+    first_screen = readme.split("\n## ", 1)[0]
+    assert "FALIP" in first_screen and "not OpenAI's CLIP" in first_screen
+    assert "real checkpoint" in first_screen and "demo" in first_screen
+    assert readme.index("## Quickstart") < readme.index("## Use")
+
+
+def test_ci_runs_the_development_test_line_and_it_installs_what_the_tests_need():
+    (test_line,) = section_blocks("Development")
     ci = [
         line
         for line in (ROOT / ".ci" / "run").read_text().splitlines()
         if line and not line.startswith(("#", "set ", "cd "))
     ]
-    assert ci == [test_line] == ["bash scripts/test"]
+    assert ci == test_line == ["bash scripts/test"]
     script = (ROOT / "scripts" / "test").read_text()
     assert (
         "apt-get install" in script
         and "chromium-driver" in script
         and 'pip install "torch==2.13.0" -e ".[test]"' in script
     )
+
+
+def test_readme_links_to_docs_pages_that_exist():
+    readme = (ROOT / "README.md").read_text()
+    links = set(re.findall(r"\]\((docs/[^)#]+)\)", readme))
+    assert {"docs/ENGINE.md", "docs/BENCHMARKS.md", "docs/TOY_MODEL.md", "docs/LAYOUT.md"} <= links
+    for link in links:
+        assert (ROOT / link).is_file(), link

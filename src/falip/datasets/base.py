@@ -69,6 +69,7 @@ class RecExpression:
     key: str
     text: str
     gold: list[Box]
+    group: str | None = None  # what the expression names, for per-group accuracy (the scene world's)
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 Multi-object scenes (2-4 objects) of a split, as in `falip eval-toy`; every object's box is a
 candidate for referring expressions and a region to name among the 30 colour-shape classes.
-Scenes are generated once and kept (500 of them take about 25 MB).
+Scenes are generated once and kept (500 of them take about 25 MB). `phrasing="relations"` gives the
+relation scenes instead (`scene_relations`: twins told apart by position or size, each expression
+with its group).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from ..errors import FalipError
 from ..inputs import checks
 from .base import ClsDataset, ClsExample, RecExpression, RecImage
+from .scene_relations import make_relation_scene, relation_expressions
 from .scene_world import SPLITS, Scene, class_names, make_scene
 
 MULTI_OFFSET = 1_000_000  # the multi-object scenes' indices, as in `scenes.evaluate.Split`
@@ -21,7 +24,31 @@ def _scenes(split: str, count: int) -> list[Scene]:
     return [make_scene(split, MULTI_OFFSET + i, objects=(2, 4)) for i in range(checks.count("count", count))]
 
 
-def scene_rec(split: str = "test", count: int = 500) -> list[RecImage]:
+PHRASINGS = ("scenes", "relations")
+
+
+def _relation_rec(split: str, count: int) -> list[RecImage]:
+    if split not in SPLITS:
+        raise FalipError(f"unknown scene split {split!r}; choose {', '.join(SPLITS)}")
+    out = []
+    for i in range(checks.count("count", count)):
+        scene = make_relation_scene(split, MULTI_OFFSET + i)
+        boxes = [list(o.box) for o in scene.objects]
+        exprs = [
+            RecExpression(f"{i}:{target}", text, [boxes[target]], group)
+            for target, text, group in relation_expressions(scene)
+        ]
+        out.append(RecImage(f"{split}/relations/{i}", (lambda image=scene.image: image), boxes, exprs))
+    return out
+
+
+def scene_rec(split: str = "test", count: int = 500, phrasing: str = "scenes") -> list[RecImage]:
+    """The scene world's referring expressions: `phrasing` "scenes" (the scene world's own, as the toy
+    model's metrics use them) or "relations" (relation scenes, grouped by what the expression names)."""
+    if phrasing not in PHRASINGS:
+        raise FalipError(f"unknown scene phrasing {phrasing!r}; choose {', '.join(PHRASINGS)}")
+    if phrasing == "relations":
+        return _relation_rec(split, count)
     out = []
     for i, scene in enumerate(_scenes(split, count)):
         boxes = [list(o.box) for o in scene.objects]

@@ -29,6 +29,7 @@ from ..inputs.settings import PAPER, FalipSettings
 from ..tasks.classify import TEMPLATE_SETS, class_features, resolve_templates, top_k
 from ..tasks.methods import TEMPLATE, get_method, region_features, text_features
 from ..tasks.rec import NegativeSampler, ensemble, iou
+from ..tasks.relations import DEFAULT_PIPELINE, is_resolved, load_parser, member_methods, resolve
 from .distributed import Shard, barrier, current, gather, signal_failure
 from .store import ResultStore
 from .summary import write_summary
@@ -65,6 +66,7 @@ class RunConfig:
         "pointclip"  # point clouds: PointCLIP's six depth maps, or V2's ten "realistic" views
     )
     view_weights: dict | None = None  # point clouds: {"<model>:<method>": [beta per view]}; None: equal
+    spacy_pipeline: str = DEFAULT_PIPELINE  # "reclip" and "<method>+relations": spaCy's English pipeline
     data: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -85,6 +87,7 @@ class RunConfig:
             raise FalipError(f"unknown ensemble {self.ensemble!r}; choose one of {', '.join(ENSEMBLES)}")
         self.pasta_scale = checks.positive("pasta scale", self.pasta_scale)
         self.seed = checks.count("seed", self.seed, minimum=0)
+        _check_resolved(self)  # before any model loads: a missing spaCy is one line at once
 
     def method_options(self) -> dict:
         """The keyword arguments every method receives from `falip.tasks.methods.region_features`:
@@ -102,11 +105,36 @@ class RunConfig:
         }
 
 
-def _check_methods(methods: Sequence[str]) -> None:
+def _check_methods(methods: Sequence[str], resolver: bool = False) -> None:
+    """Every method known; "reclip" and "<method>+relations" only where expressions are resolved."""
     for method in methods:
-        get_method(method)
+        if is_resolved(method):
+            if not resolver:
+                raise FalipError(
+                    f"{method!r} resolves referring expressions: it is for `falip eval rec` only"
+                )
+            member_methods(method)
+        else:
+            get_method(method)
     if not methods:
         raise FalipError("no method given")
+
+
+def _check_resolved(config: RunConfig):
+    """The spaCy pipeline when a method runs under ReCLIP's resolver (None otherwise), loaded before the
+    first example; its probabilities take neither subtract nor an ensemble of logits."""
+    resolved = [m for m in config.methods if is_resolved(m)]
+    if not resolved:
+        return None
+    if config.subtract:
+        raise FalipError(
+            f"--subtract works on logits; {', '.join(resolved)} give the resolver's probabilities"
+        )
+    if config.ensemble:
+        raise FalipError(
+            f"--ensemble combines logits; {', '.join(resolved)} give the resolver's probabilities"
+        )
+    return load_parser(config.spacy_pipeline)
 
 
 def _check_options(models: dict, config: RunConfig) -> None:
@@ -149,6 +177,31 @@ class _TextCache:
             for t, f in zip(part, text_features(model, part, self.template, method)):
                 self.cache[(name, rewrite, t)] = f
         return torch.stack([self.cache[(name, rewrite, t)] for t in texts])
+
+
+class _FeatureCache:
+    """One image's region features per method, computed once (a resolver method and a plain one may
+    share their members)."""
+
+    def __init__(self, model, image, boxes, options: dict):
+        self.model, self.image, self.boxes, self.options = model, image, boxes, options
+        self.feats: dict[str, torch.Tensor] = {}
+
+    def __call__(self, method: str) -> torch.Tensor:
+        if method not in self.feats:
+            self.feats[method] = region_features(self.model, self.image, self.boxes, method, **self.options)
+        return self.feats[method]
+
+
+def _resolved_scores(method, expressions, boxes, features, scale, texts, nlp) -> torch.Tensor:
+    """(R, E) probabilities of ReCLIP's resolver, each text scored by the member methods' summed logits."""
+    members = member_methods(method)
+
+    def score(text: str) -> torch.Tensor:
+        return sum(scale * features(m) @ texts(m, [text])[0] for m in members)
+
+    columns = [torch.as_tensor(resolve(e, boxes, score, nlp).probs, dtype=torch.float32) for e in expressions]
+    return torch.stack(columns, dim=1)
 
 
 def _hits(scores: torch.Tensor, boxes: Sequence, gold: Sequence, threshold: float) -> tuple[int, float]:
@@ -212,6 +265,9 @@ def run_rec(
 ) -> dict:
     """Evaluate every (model, method) on the images' expressions; returns the summary.
 
+    A method "reclip" or "<method>+relations" runs ReCLIP's relation resolver (`tasks.relations`) over
+    its member methods' summed logits; its scores are the resolver's probabilities over the boxes.
+
     Args:
         models: name -> `FalipModel`; rows of the results are "<model>:<method>" (and "ensemble").
         images: the data set (`falip.datasets.open_rec`); boxes and gold boxes xywh, in pixels.
@@ -225,11 +281,12 @@ def run_rec(
         cannot be read or has no boxes is skipped, named in skipped.json, and counted.
     Raises:
         FalipError: an unknown method, layers or heads the models do not have, a bad `limit`, an
-            `out` holding a run with other settings (without `overwrite`), or a folder that cannot be
-            written.
+            `out` holding a run with other settings (without `overwrite`), a folder that cannot be
+            written, or (resolver methods) spaCy or its pipeline missing, subtract or an ensemble.
     """
-    _check_methods(config.methods)
+    _check_methods(config.methods, resolver=True)
     _check_options(models, config)
+    nlp = _check_resolved(config)
     limit = checks.optional_count("limit", limit)
     shard = current(_device_of(models))
     store = ResultStore(out, asdict(config), overwrite, shard)
@@ -276,10 +333,20 @@ def run_rec(
                     all_scores = {}
                     for name, model in models.items():
                         scale = model.backbone.logit_scale.float().exp().item()
+                        features = _FeatureCache(model, image, item.boxes, config.method_options())
                         for method in config.methods:
-                            feats = region_features(
-                                model, image, item.boxes, method, **config.method_options()
-                            )
+                            if is_resolved(method):
+                                all_scores[f"{name}:{method}"] = _resolved_scores(
+                                    method,
+                                    [e.text for e in exprs],
+                                    item.boxes,
+                                    features,
+                                    scale,
+                                    lambda m, t, name=name, model=model: texts(name, model, m, t),
+                                    nlp,
+                                )
+                                continue
+                            feats = features(method)
                             scores = (
                                 scale * feats @ texts(name, model, method, [e.text for e in exprs]).T
                             )  # (R, E)
@@ -311,9 +378,10 @@ def run_rec(
                     for system, scores in all_scores.items():
                         pred, correct = _hits(scores[:, j], item.boxes, expr.gold, config.iou)
                         results[system] = {"pred": pred, "correct": correct}
-                    records.append(
-                        {"key": expr.key, "image": item.key, "text": expr.text, "results": results}
-                    )
+                    record = {"key": expr.key, "image": item.key, "text": expr.text, "results": results}
+                    if getattr(expr, "group", None) is not None:
+                        record["group"] = expr.group
+                    records.append(record)
                 store.add(records)
                 bar.update(len(records))
         except BaseException:

@@ -16,7 +16,8 @@ METRICS = ("top1", "top5", "correct")
 
 
 def summarise(records: list[dict]) -> dict[str, dict]:
-    """{system: {metric: Accuracy-as-dict}, plus "worst_group" when records carry groups}."""
+    """{system: {metric: Accuracy-as-dict}, plus "worst_group" and "groups" ({group: Accuracy-as-dict},
+    in the records' order) when records carry groups}."""
     systems: dict[str, dict[str, list[float]]] = {}
     groups: dict[str, dict[str, list[float]]] = {}
     for record in records:
@@ -37,6 +38,7 @@ def summarise(records: list[dict]) -> dict[str, dict]:
                 "group": worst[0],
                 **Accuracy(sum(worst[1]), len(worst[1])).to_dict(),
             }
+            out[system]["groups"] = {g: Accuracy(sum(v), len(v)).to_dict() for g, v in groups[system].items()}
     return out
 
 
@@ -56,6 +58,18 @@ def markdown(summary: dict[str, dict]) -> str:
     for system, entry in summary.items():
         n = next(iter(entry.values()))["n"]
         rows.append(f"| {system} | {n} | " + " | ".join(_cell(entry.get(m)) for m in metrics) + " |")
+    names = list(dict.fromkeys(g for entry in summary.values() for g in entry.get("groups", {})))
+    if names:  # accuracy per group, each column headed by its group and its size
+        sizes = {
+            g: next(e["groups"][g]["n"] for e in summary.values() if g in e.get("groups", {})) for g in names
+        }
+        rows += ["", "| system | " + " | ".join(f"{g} (n={sizes[g]})" for g in names) + " |"]
+        rows.append("|" + "---|" * (len(names) + 1))
+        for system, entry in summary.items():
+            if "groups" in entry:
+                rows.append(
+                    f"| {system} | " + " | ".join(_cell(entry["groups"].get(g)) for g in names) + " |"
+                )
     return "\n".join(rows) + "\n"
 
 
@@ -67,6 +81,10 @@ def to_csv(summary: dict[str, dict]) -> str:
     writer.writerow(["system", "metric", "accuracy", "ci95_low", "ci95_high", "n"])
     for system, entry in summary.items():
         for metric, value in entry.items():
+            if metric == "groups":
+                for group, acc in value.items():
+                    writer.writerow([system, f"group:{group}", acc["accuracy"], *acc["ci95"], acc["n"]])
+                continue
             writer.writerow([system, metric, value["accuracy"], *value["ci95"], value["n"]])
     return buffer.getvalue()
 

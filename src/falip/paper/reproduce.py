@@ -91,7 +91,7 @@ def _table1() -> TableSpec:
         "gold": ("red_circle,pasta,red_circle+falip,falip", False),
         "prop_p": ("red_circle,falip --subtract", True),
         "gold_p": ("red_circle,falip --subtract", False),
-        "prop_ep_reclip": ("crop,blur --ensemble sum --subtract", True),
+        "prop_ep_reclip": ("reclip", True),  # ReCLIP's own method: crop + blur under its relation resolver
         "prop_ep_redcircle": ("red_circle,red_circle+blur --ensemble sum --subtract", True),
         "prop_ep_falip": ("falip,blur_ellipse+falip --ensemble sum --subtract", True),
         "gold_ep_redcircle": ("red_circle,red_circle+blur --ensemble sum --subtract", False),
@@ -115,7 +115,7 @@ def _table1() -> TableSpec:
         "With P: FALIP prop": ("prop_p", "falip"),
         "With P: RedCircle gold": ("gold_p", "red_circle"),
         "With P: FALIP gold": ("gold_p", "falip"),
-        "With E and P: ReCLIP prop": ("prop_ep_reclip", "ensemble"),
+        "With E and P: ReCLIP prop": ("prop_ep_reclip", "reclip"),
         "With E and P: RedCircle prop (RedCircle's paper)": ("prop_ep_redcircle", "ensemble"),
         "With E and P: FALIP prop": ("prop_ep_falip", "ensemble"),
         "With E and P: RedCircle gold": ("gold_ep_redcircle", "ensemble"),

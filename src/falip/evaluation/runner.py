@@ -87,7 +87,8 @@ class RunConfig:
             raise FalipError(f"unknown ensemble {self.ensemble!r}; choose one of {', '.join(ENSEMBLES)}")
         self.pasta_scale = checks.positive("pasta scale", self.pasta_scale)
         self.seed = checks.count("seed", self.seed, minimum=0)
-        _check_resolved(self)  # before any model loads: a missing spaCy is one line at once
+        if self.task == "rec":
+            _check_resolved(self)  # before any model loads: a missing spaCy is one line at once
 
     def method_options(self) -> dict:
         """The keyword arguments every method receives from `falip.tasks.methods.region_features`:

@@ -47,9 +47,10 @@ The region scorer is a function `score(text) -> (R,)` logits. ReCLIP's own ("rec
 isolated-proposal ensemble: each box cropped, and the image blurred (Gaussian, std 100 px) outside
 the box, both resized to the model's square input, `logit_scale * cosine` with "a photo of
 <text>" summed over the two (`--box_method_aggregator sum`). Our `crop` and `blur` methods draw the
-same pictures with Pillow; ReCLIP's blur mask is PIL's inclusive rectangle, one pixel wider and
-taller than the box, ours exactly the box. `<method>+relations` puts any registered falip method
-under the same resolver (our extension).
+same pictures with Pillow, with two one-pixel differences: ReCLIP hands Pillow the box's float
+edges (Pillow rounds them), ours take the pixels the box touches (floor, ceil); ReCLIP's blur mask
+is PIL's inclusive rectangle, one pixel wider and taller than the box, ours exactly the box.
+`<method>+relations` puts any registered falip method under the same resolver (our extension).
 
 spaCy and an English pipeline are needed (`pip install 'falip[relations]'`, then
 `python -m spacy download en_core_web_sm`); the pipeline's name is an option.

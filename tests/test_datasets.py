@@ -217,7 +217,7 @@ def test_imagenet_s_masks_decode_red_plus_256_green(tmp_path):
             tmp_path / "validation-segmentation" / wnid / f"ILSVRC2012_val_{label}.png"
         )
     (tmp_path / "names.txt").write_text("n01440764 tench, Tinca tinca\nn01443537 goldfish\n")
-    data = open_cls("imagenet-s", root=tmp_path, names=tmp_path / "names.txt")
+    data = open_cls("imagenet-s", root=tmp_path, names=tmp_path / "names.txt", region="mask")
     assert data.classes == ["tench", "goldfish"]
     region = data.examples[1].load_region()
     assert region.shape == (48, 64) and region.sum() == 200 and region[10:20, 5:25].all()

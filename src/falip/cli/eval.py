@@ -302,7 +302,8 @@ def eval_rec(
     "--names",
     type=click.Path(dir_okay=False),
     default=None,
-    help="imagenet-s: 'wnid name' lines for class names.",
+    help="imagenet-s: 'wnid name' lines for class names [default: the shipped names of CLIP's zero-shot "
+    "ImageNet evaluation].",
 )
 @click.option(
     "--categories",
@@ -311,7 +312,10 @@ def eval_rec(
     help="imagenet-s: the variant's category list.",
 )
 @click.option(
-    "--region", type=click.Choice(["mask", "box"]), default=None, help="imagenet-s: the mask or its box."
+    "--region",
+    type=click.Choice(["box", "mask"]),
+    default=None,
+    help="imagenet-s: the mask's box (the paper's, default) or the mask itself.",
 )
 @click.option("--count", type=int, default=None, help="scenes: how many test scenes [default 500].")
 @click.option(

@@ -1,13 +1,15 @@
 """Region-prompted classification data: CUB-200-2011, Stanford Dogs, Waterbirds, ImageNet-S.
 
 Each loader reads the dataset's own published layout and returns a `ClsDataset` (one region per
-image: the object's box, or ImageNet-S's mask). Class names are made readable
-("001.Black_footed_Albatross" -> "Black footed Albatross").
+image: the object's box; ImageNet-S's mask or, by default, its box). Class names are made readable
+("001.Black_footed_Albatross" -> "Black footed Albatross"); ImageNet-S's WordNet ids are named from
+the shipped `imagenet_classnames.tsv` (CLIP's zero-shot ImageNet class names).
 """
 
 from __future__ import annotations
 
 import csv
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -186,37 +188,68 @@ def _mask_loader(path: Path, class_id: int):
     return load
 
 
+IMAGENET_NAMES = Path(__file__).with_name("imagenet_classnames.tsv")
+_WNID = re.compile(r"^n\d{8}$")
+
+
+def read_class_names(path: Path) -> dict[str, str]:
+    """`wnid -> name` from lines "wnid name" (a tab or spaces between; `#` starts a comment line). A
+    name is cut at its first comma, so ILSVRC's `LOC_synset_mapping.txt` ("n01440764 tench, Tinca
+    tinca") gives "tench". The default, `IMAGENET_NAMES`, is the class-name list of CLIP's zero-shot
+    ImageNet evaluation keyed by WordNet id (its header names the sources)."""
+    names = {}
+    for line in require(Path(path), "class-name file").read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        wnid, _, name = line.strip().partition("\t") if "\t" in line else line.strip().partition(" ")
+        names[wnid.strip()] = name.strip().split(",")[0].strip()
+    return names
+
+
 def load_imagenet_s(
     root: Path,
     names: Path | None = None,
     split: str = "validation",
-    region: str = "mask",
+    region: str = "box",
     categories: Path | None = None,
 ) -> ClsDataset:
     """ImageNet-S (`ImageNetS919`, `ImageNetS300` or `ImageNetS50` folder): images in `<split>/<wnid>/`,
     semantic masks in `<split>-segmentation/<wnid>/*.png` whose class id is R + 256 G (1-based
-    index into the sorted wnids). The region is the class's mask (`region="mask"`) or its box
-    (`"box"`). `names`: optional "wnid name" lines for readable class names. `categories`: the
-    variant's category list (ImageNet-S's `ImageNetS_categories_im919.txt`), needed when the folder
-    holds only some classes; by default the sorted class folders are the categories."""
+    index into the sorted wnids, as ImageNet-S's README says).
+
+    `region`: "box" (default: the paper's Sec. 3.3.2 gives classification boxes, transformed to the
+    mask M) is the bounding box of the class's mask pixels; "mask" is the mask itself (ours).
+    `names`: a "wnid name" file for the class names; by default `IMAGENET_NAMES`, the names CLIP's
+    zero-shot ImageNet evaluation uses (OpenAI's notebook, as open_clip ships them). A class the
+    names do not cover is an error: CLIP would otherwise be asked to tell "n01440764" from
+    "n01443537". `categories`: the variant's category list (ImageNet-S's
+    `ImageNetS_categories_im919.txt`, any order: it is sorted), needed when the folder holds only
+    some classes; by default the sorted class folders are the categories.
+    Raises FalipError for a missing folder or file, an unknown region, or a class without a name."""
     root = Path(root)
     if region not in ("mask", "box"):
-        raise FalipError(f"unknown ImageNet-S region {region!r}; choose mask or box")
+        raise FalipError(f"unknown ImageNet-S region {region!r}; choose box or mask")
     images_dir = require(root / split, f"ImageNet-S image folder {split}/")
     masks_dir = require(root / f"{split}-segmentation", f"ImageNet-S mask folder {split}-segmentation/")
     wnids = sorted(p.name for p in masks_dir.iterdir() if p.is_dir())
     if categories is not None:
-        wnids = [
-            w.strip()
-            for w in require(Path(categories), "ImageNet-S category list").read_text().split()
-            if w.strip()
-        ]
-    readable = {}
-    if names is not None:
-        for line in require(Path(names), "class-name file").read_text().splitlines():
-            if line.strip():
-                wnid, _, name = line.strip().partition(" ")
-                readable[wnid] = name.strip().split(",")[0]
+        listed = require(Path(categories), "ImageNet-S category list").read_text().split()
+        wnids = sorted({w.strip() for w in listed if w.strip()})
+    readable = read_class_names(IMAGENET_NAMES if names is None else Path(names))
+    unnamed = [w for w in wnids if not readable.get(w)]
+    if unnamed:
+        source = "the shipped ImageNet names" if names is None else str(names)
+        shown = ", ".join(unnamed[:5]) + (" ..." if len(unnamed) > 5 else "")
+        raise FalipError(
+            f"{len(unnamed)} ImageNet-S class(es) have no name in {source} ({shown}): "
+            "give --names with a 'wnid name' line for each, so CLIP is not asked to read WordNet ids"
+        )
+    classes = [readable[w] for w in wnids]
+    bare = [c for c in classes if _WNID.match(c)]
+    if bare:
+        raise FalipError(
+            f"class name(s) {', '.join(bare[:5])} are WordNet ids, not names: CLIP cannot read them"
+        )
     examples, skipped = [], Skipped()
     for label, wnid in enumerate(wnids):
         for mask in sorted((masks_dir / wnid).glob("*.png")) if (masks_dir / wnid).is_dir() else []:
@@ -230,7 +263,7 @@ def load_imagenet_s(
                     f"{wnid}/{mask.stem}", image, loader if region == "mask" else _box_of(loader), label
                 )
             )
-    return ClsDataset([readable.get(w, w) for w in wnids], examples, skipped)
+    return ClsDataset(classes, examples, skipped)
 
 
 def _box_of(mask_loader):

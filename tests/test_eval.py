@@ -83,12 +83,28 @@ def test_resume_with_other_settings_is_refused(tiny, tmp_path):
 
 
 def test_plain_ties_count_as_chance_and_limit_cuts_expressions(tiny, tmp_path):
-    summary = run_rec(tiny, rec_images(), config(methods=["plain"]), tmp_path, limit=5, progress=False)
+    summary = run_rec(
+        tiny, rec_images(), config(methods=["plain"], ties="chance"), tmp_path, limit=5, progress=False
+    )
     assert summary["tiny:plain"]["correct"]["n"] == 5
     assert summary["tiny:plain"]["correct"]["accuracy"] == pytest.approx(1 / 3, abs=1e-4)
     for name in ("summary.md", "summary.csv", "summary.json"):
         assert (tmp_path / name).is_file()
     assert "| tiny:plain | 5 | 33.3 [" in (tmp_path / "summary.md").read_text()
+
+
+def test_plain_ties_pick_the_first_box_as_the_authors_argmax(tiny, tmp_path):
+    """Plain CLIP scores every box alike. By construction of `rec_images`, expression j of an image
+    has box j as its gold box and box 0 overlaps no other box, so the first box is right exactly for
+    the j = 0 expressions: 3 of the first 5 (img0:0, img1:0, img2:0), where chance would give 1/3."""
+    summary = run_rec(tiny, rec_images(), config(methods=["plain"]), tmp_path, limit=5, progress=False)
+    assert summary["tiny:plain"]["correct"]["accuracy"] == pytest.approx(3 / 5, abs=1e-9)
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [r["results"]["tiny:plain"] for r in records] == [
+        {"pred": 0, "correct": c} for c in (1, 0, 1, 0, 1)
+    ]
+    with pytest.raises(FalipError, match="unknown tie rule 'random'"):
+        config(ties="random")
 
 
 def test_subtract_and_ensemble_match_a_recomputation(tiny, tmp_path):

@@ -84,6 +84,14 @@ def _shared_options(func):
             "--preprocess", type=click.Choice(["squash", "crop", "pad"]), default="squash", show_default=True
         ),
         click.option("--device", default="cpu", show_default=True),
+        click.option(
+            "--dtype",
+            type=click.Choice(["float32", "float16", "bfloat16"]),
+            default="float32",
+            show_default=True,
+            help="Weights and activations; float16 on a GPU is the authors' mode (OpenAI's clip.load keeps "
+            "fp16 weights on CUDA).",
+        ),
         click.option("--seed", default=0, show_default=True),
         click.option("--quiet", is_flag=True, help="No progress bar."),
         click.option(
@@ -97,8 +105,8 @@ def _shared_options(func):
     return func
 
 
-def _models(names, device, preprocess) -> dict:
-    """Loaded models under short row names: a local path's last part, a hub id as it is."""
+def _models(names, device, preprocess, dtype: str = "float32") -> dict:
+    """Loaded models under short row names: a local path's last part, a hub id as it is; in `dtype`."""
     from ..engine.model import load
 
     out = {}
@@ -106,7 +114,7 @@ def _models(names, device, preprocess) -> dict:
         short = Path(name).name if Path(name).exists() else name
         while short in out:
             short += "'"
-        out[short] = load(name, device, preprocess=preprocess)
+        out[short] = load(name, device, preprocess=preprocess, dtype=dtype)
     return out
 
 
@@ -183,7 +191,8 @@ def eval_group() -> None:
 @click.option(
     "--subtract",
     is_flag=True,
-    help="ReCLIP's subtract: minus each box's mean score over --negatives captions of other images.",
+    help="RedCircle's subtract (the paper's Sec. 3.3.1 after [40]): minus each box's mean score over "
+    "--negatives captions of other images.",
 )
 @click.option(
     "--negatives",
@@ -200,6 +209,14 @@ def eval_group() -> None:
     "each softmax-normalised over boxes first.",
 )
 @click.option("--iou", type=float, default=0.5, show_default=True)
+@click.option(
+    "--ties",
+    type=click.Choice(["first", "chance"]),
+    default="first",
+    show_default=True,
+    help="Boxes tied for the best score: the first is the prediction (the authors' argmax), or the tie "
+    "counts as a random pick's expected accuracy.",
+)
 def eval_rec(
     dataset,
     models,
@@ -218,6 +235,7 @@ def eval_rec(
     overwrite,
     preprocess,
     device,
+    dtype,
     seed,
     quiet,
     strict,
@@ -234,6 +252,7 @@ def eval_rec(
     negatives,
     ensemble,
     iou,
+    ties,
 ) -> None:
     """Referring expression comprehension: pick each expression's box among the candidates.
 
@@ -269,6 +288,8 @@ def eval_rec(
             subtract=checks.count("--negatives", negatives) if subtract else 0,
             ensemble=ensemble,
             iou=iou,
+            ties=ties,
+            dtype=dtype,
             seed=seed,
             pasta_scale=pasta_scale,
             pasta_heads=pasta_heads,
@@ -278,7 +299,7 @@ def eval_rec(
             data=data_opts,
         )
         summary = run_rec(
-            _models(models, device, preprocess),
+            _models(models, device, preprocess, dtype),
             data,
             config,
             Path(out),
@@ -342,6 +363,7 @@ def eval_cls(
     overwrite,
     preprocess,
     device,
+    dtype,
     seed,
     quiet,
     strict,
@@ -384,6 +406,7 @@ def eval_cls(
             layers,
             form,
             templates=chosen,
+            dtype=dtype,
             seed=seed,
             pasta_scale=pasta_scale,
             pasta_heads=pasta_heads,
@@ -392,7 +415,7 @@ def eval_cls(
             data=data_opts,
         )
         summary = run_cls(
-            _models(models, device, preprocess),
+            _models(models, device, preprocess, dtype),
             data,
             config,
             Path(out),
@@ -477,6 +500,7 @@ def eval_pointcloud(
     overwrite,
     preprocess,
     device,
+    dtype,
     seed,
     quiet,
     strict,
@@ -511,7 +535,7 @@ def eval_pointcloud(
             )
         data_opts = _data_options(root=root, split=split, variant=variant, points=points, seed=seed)
         data = open_clouds(dataset, **data_opts)
-        loaded = _models(models, device, preprocess)
+        loaded = _models(models, device, preprocess, dtype)
         config = RunConfig(
             "pointcloud",
             dataset,
@@ -522,6 +546,7 @@ def eval_pointcloud(
             layers,
             form,
             templates=template,
+            dtype=dtype,
             seed=seed,
             cloud_region=region,
             cloud_input=input_mode,

@@ -3,10 +3,13 @@
 Referring expressions: each image's candidate boxes get one feature per (model, method), reused by
 all of the image's expressions; the prediction is the best-scoring box, right when its IoU with a
 gold box exceeds the threshold. Scores are CLIP logits (`exp(logit_scale)` x cosine), optionally
-minus the mean over negative captions ("subtract", ReCLIP: every distinct expression of the data
-set is encoded once, and a box's mean score over its negatives is its score against their mean
-feature) and combined over every system by an ensemble (raw logits summed by default, as the
-authors). Region classification: one region per image, class features from prompt templates.
+minus the mean over negative captions ("subtract", RedCircle's post-processing, the paper's Sec.
+3.3.1 after [40]: every distinct expression of the data set is encoded once, and a box's mean score
+over its negatives is its score against their mean feature) and combined over every system by an
+ensemble (raw logits summed by default, as the authors). Boxes that tie for the best score: the
+first of them is the prediction (`ties="first"`, the authors' `np.argmax`), or the tie counts as
+the expected accuracy of a random pick among them (`ties="chance"`). Region classification: one
+region per image, class features from prompt templates.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ from .distributed import Shard, barrier, current, gather, signal_failure
 from .store import ResultStore
 from .summary import write_summary
 
-TIE = 1e-6  # scores this close count as tied: the expected accuracy of a random pick is recorded
+TIE = 1e-6  # scores this close (relative to the best) count as tied under ties="chance"
+TIES = ("first", "chance")
+DTYPES = ("float32", "float16", "bfloat16")
 
 
 @dataclass
@@ -55,6 +60,10 @@ class RunConfig:
     subtract: int = 0  # negative captions per expression (0: off)
     ensemble: str | None = None
     iou: float = 0.5
+    ties: str = (
+        "first"  # "first": the first best box (the authors' argmax); "chance": a random pick's expectation
+    )
+    dtype: str = "float32"  # the models' weights and activations; "float16" is the authors' GPU mode
     seed: int = 0
     pasta_scale: float = 0.01
     pasta_heads: str | None = None  # "layer:head,..." (0-based); None: every head of the masked layers
@@ -83,6 +92,10 @@ class RunConfig:
                 checks.template(text, "class template")
         self.subtract = checks.count("subtract", self.subtract, minimum=0)
         self.iou = checks.fraction("iou", self.iou)
+        if self.ties not in TIES:
+            raise FalipError(f"unknown tie rule {self.ties!r}; choose one of {', '.join(TIES)}")
+        if self.dtype not in DTYPES:
+            raise FalipError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
         if self.ensemble is not None and self.ensemble not in ENSEMBLES:
             raise FalipError(f"unknown ensemble {self.ensemble!r}; choose one of {', '.join(ENSEMBLES)}")
         self.pasta_scale = checks.positive("pasta scale", self.pasta_scale)
@@ -205,12 +218,20 @@ def _resolved_scores(method, expressions, boxes, features, scale, texts, nlp) ->
     return torch.stack(columns, dim=1)
 
 
-def _hits(scores: torch.Tensor, boxes: Sequence, gold: Sequence, threshold: float) -> tuple[int, float]:
-    """Predicted box and the share of tied best boxes that hit a gold box."""
+def _hits(
+    scores: torch.Tensor, boxes: Sequence, gold: Sequence, threshold: float, ties: str = "first"
+) -> tuple[int, float]:
+    """The predicted box (the first of the best, as `argmax`) and whether it is right (IoU with a gold
+    box above `threshold`): 1 or 0 with `ties="first"` (the authors' `np.argmax(probs)`, pumpkin805/FALIP
+    methods/baseline.py); with `ties="chance"` the share of the best boxes (within `TIE`) that hit a gold
+    box, the expected accuracy of breaking the tie at random."""
+    pred = int(scores.argmax())
+    if ties == "first":
+        return pred, float(any(iou(boxes[pred], g) > threshold for g in gold))
     best = scores.max()
     tied = (scores >= best - TIE * max(1.0, abs(best.item()))).nonzero().flatten().tolist()
     right = [any(iou(boxes[i], g) > threshold for g in gold) for i in tied]
-    return int(scores.argmax()), sum(right) / len(right)
+    return pred, sum(right) / len(right)
 
 
 def _device_of(models: dict) -> str:
@@ -377,7 +398,7 @@ def run_rec(
                 for j, expr in enumerate(exprs):
                     results = {}
                     for system, scores in all_scores.items():
-                        pred, correct = _hits(scores[:, j], item.boxes, expr.gold, config.iou)
+                        pred, correct = _hits(scores[:, j], item.boxes, expr.gold, config.iou, config.ties)
                         results[system] = {"pred": pred, "correct": correct}
                     record = {"key": expr.key, "image": item.key, "text": expr.text, "results": results}
                     if getattr(expr, "group", None) is not None:

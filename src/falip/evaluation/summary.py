@@ -1,5 +1,6 @@
 """Summaries of a results file: accuracy with a Wilson 95% interval per system, as markdown, CSV
-and JSON. A tie between boxes counts as the expected accuracy of breaking it at random."""
+and JSON. A result's "correct" is 0 or 1, or under `--ties chance` a fraction (the expected accuracy of
+breaking a tie between boxes at random)."""
 
 from __future__ import annotations
 

@@ -173,6 +173,8 @@ def write_h5(path, count=3, classes=2, points=2048):
 
 
 def test_modelnet40_in_both_layouts_and_its_errors(tmp_path):
+    import h5py
+
     text = open_clouds(
         "modelnet40", root=str(write_normal_resampled(tmp_path / "txt")), split="test", points=64
     )
@@ -189,6 +191,8 @@ def test_modelnet40_in_both_layouts_and_its_errors(tmp_path):
     packed = open_clouds("modelnet40", root=str(h5))
     assert len(packed.examples) == 3 and [e.label for e in packed.examples] == [0, 1, 0]
     assert packed.cloud(packed.examples[1]).shape == (1024, 3)
+    with h5py.File(h5 / "ply_data_test0.h5", "r") as handle:  # the first 1024 points, as stored
+        assert np.array_equal(packed.cloud(packed.examples[1]), handle["data"][1, :1024].astype(np.float64))
 
     (tmp_path / "txt" / "chair" / "chair_0001.txt").unlink()
     with pytest.raises(FalipError, match="ModelNet40 shape file not found: .*chair_0001.txt"):
@@ -197,6 +201,36 @@ def test_modelnet40_in_both_layouts_and_its_errors(tmp_path):
         open_clouds("modelnet40", root=str(tmp_path / "txt"), split="train")
     with pytest.raises(FalipError, match="not a ModelNet40 folder"):
         open_clouds("modelnet40", root=str(tmp_path))
+
+
+def test_h5_clouds_are_their_first_1024_points_unnormalised_as_pointclip_reads_them(tmp_path):
+    """PointCLIP takes `data[i][:1024]` of the HDF5 release and does not re-normalise. The first 1024
+    points of this cloud sit at A = (0.31, 0, 0) (512 of them) and B = (0.31, 0.21, 0) (512); the last
+    1024 at C = (-0.9, -0.9, 0), which would show if they were read, and re-centring would move A and B.
+    View 0 (Euler angles (0, 0, pi/2)): R_z(pi/2) maps (x, y, z) to (-y, x, z), then z + 1.6. So
+    A -> (0, 0.31, 1.6): row ceil((0 / 1.6 + 1) * 64 - 0.5) = ceil(63.5) = 64,
+    column ceil((0.31 / 1.6 + 1) * 64 - 0.5) = ceil(75.9) = 76, depth 1.6;
+    B -> (-0.21, 0.31, 1.6): row ceil((1 - 0.13125) * 64 - 0.5) = ceil(55.1) = 56, column 76, depth 1.6.
+    Every other pixel is background (0)."""
+    import h5py
+
+    cloud = np.zeros((2048, 3), np.float32)
+    cloud[:512] = (0.31, 0.0, 0.0)
+    cloud[512:1024] = (0.31, 0.21, 0.0)
+    cloud[1024:] = (-0.9, -0.9, 0.0)
+    root = tmp_path / "modelnet40_ply_hdf5_2048"
+    root.mkdir()
+    with h5py.File(root / "ply_data_test0.h5", "w") as handle:
+        handle["data"] = cloud[None]
+        handle["label"] = np.array([[1]], np.uint8)
+    (root / "shape_names.txt").write_text("airplane\nbathtub\n")
+    (root / "test_files.txt").write_text("data/modelnet40_ply_hdf5_2048/ply_data_test0.h5\n")
+    data = open_clouds("modelnet40", root=str(root))
+    points = data.cloud(data.examples[0])
+    assert points.shape == (1024, 3) and np.array_equal(points, cloud[:1024].astype(np.float64))
+    expected = np.zeros((128, 128), np.float32)
+    expected[64, 76] = expected[56, 76] = 1.6
+    np.testing.assert_allclose(depth_maps(points)[0], expected, rtol=1e-6, atol=0)
 
 
 def test_scanobjectnn_variants(tmp_path):

@@ -9,9 +9,15 @@ ScanObjectNN. Each loader checks its folder and names exactly what is missing.
   `main_split/<split>_objectdataset.h5` (OBJ_BG), `main_split/<split>_objectdataset_augmentedrot_scale75.h5`
   (PB_T50_RS), each with `data` and `label`.
 
-Every cloud is sampled to a fixed number of points (PointCLIP's 1024 by default; seeded per cloud,
-without replacement, or with it when a cloud has fewer), then centred and scaled into the unit
-sphere (PointNet's normalisation; the HDF5 releases are already normalised, the text release is not).
+How a cloud becomes the `points` (1024 by default) that are projected:
+
+- the HDF5 releases (ModelNet40 `ply_hdf5_2048`, ScanObjectNN): each cloud's first `points` points,
+  as stored, no re-normalisation: PointCLIP's loader (ZrrSkywalker/PointCLIP `datasets/modelnet40.py`
+  reads `data`; Dassl3D's `data_manager.py` takes `item.impath[:1024]`); the releases are already
+  centred and scaled;
+- the text release (`modelnet40_normal_resampled`, 10,000 points a shape): ours, as PointCLIP never
+  reads it: 1024 points drawn at random (seeded per cloud, without replacement, or with it when a
+  cloud has fewer), then centred and scaled into the unit sphere (PointNet's `pc_normalize`).
 """
 
 from __future__ import annotations
@@ -59,25 +65,48 @@ class CloudExample:
     label: int
 
 
+SAMPLINGS = ("first", "random")
+
+
 @dataclass
 class CloudDataset:
+    """`sampling`: "first" (the first `points` points as stored, PointCLIP's) or "random" (seeded, ours);
+    `normalise`: centre and scale into the unit sphere after sampling (ours, for the text release)."""
+
     classes: list[str]
     examples: list[CloudExample]
     points: int = POINTS
     seed: int = 0
+    sampling: str = "random"
+    normalise: bool = True
 
     def cloud(self, example: CloudExample) -> np.ndarray:
-        """The example's cloud, sampled to `points` (seeded) and normalised: (points, 3)."""
-        return sample_cloud(example.load(), self.points, self.seed + zlib.crc32(example.key.encode()))
+        """The example's cloud as projected: (points, 3), or fewer when "first" meets a shorter cloud."""
+        raw = example.load()
+        if self.sampling == "first":
+            return first_points(raw, self.points, self.normalise)
+        return sample_cloud(raw, self.points, self.seed + zlib.crc32(example.key.encode()), self.normalise)
 
 
-def sample_cloud(points: np.ndarray, count: int, seed: int) -> np.ndarray:
+def first_points(points: np.ndarray, count: int, normalise: bool = False) -> np.ndarray:
+    """The first `count` points (x, y, z) as stored (PointCLIP: `pointcloud = item.impath[:1024]`),
+    optionally normalised; a cloud with fewer keeps all of them, as PointCLIP's slice does."""
+    points = np.asarray(points, np.float64)
+    if points.ndim != 2 or points.shape[1] < 3 or len(points) == 0:
+        raise FalipError(f"a point cloud must be (N, 3) or wider with N > 0, got shape {points.shape}")
+    chosen = points[:count, :3]
+    return normalise_cloud(chosen) if normalise else chosen
+
+
+def sample_cloud(points: np.ndarray, count: int, seed: int, normalise: bool = True) -> np.ndarray:
+    """`count` points drawn at random (seeded; with replacement only when the cloud has fewer), then
+    centred and scaled into the unit sphere unless `normalise` is False (ours: the text release)."""
     points = np.asarray(points, np.float64)
     if points.ndim != 2 or points.shape[1] < 3 or len(points) == 0:
         raise FalipError(f"a point cloud must be (N, 3) or wider with N > 0, got shape {points.shape}")
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(points), size=count, replace=len(points) < count)
-    return normalise_cloud(points[chosen, :3])
+    return normalise_cloud(points[chosen, :3]) if normalise else points[chosen, :3]
 
 
 def _names(path: Path) -> list[str]:
@@ -145,7 +174,7 @@ def load_modelnet40(root: Path, split: str = "test", points: int = POINTS, seed:
         )
         files = [root / Path(line.strip()).name for line in listing.read_text().splitlines() if line.strip()]
         arrays = [(f.name, *_h5(require(f, "ModelNet40 HDF5 file"))) for f in files]
-        return CloudDataset(classes, _h5_examples(arrays, classes), points, seed)
+        return CloudDataset(classes, _h5_examples(arrays, classes), points, seed, "first", normalise=False)
     raise FalipError(
         f"{root} is not a ModelNet40 folder: expected modelnet40_shape_names.txt "
         "(modelnet40_normal_resampled) "
@@ -174,6 +203,8 @@ def load_scanobjectnn(
         _h5_examples([(path.name, data, labels)], list(SCANOBJECTNN_CLASSES)),
         points,
         seed,
+        "first",
+        normalise=False,
     )
 
 

@@ -91,9 +91,11 @@ def test_combinations_ablations_masks_and_cpt_text(hf_dir):
         box_features(model, image, [mask], "blur"), as_box, atol=1e-6
     )  # prompts use the mask's box
     assert not torch.allclose(box_features(model, image, [mask], "falip", alpha=2.0), as_box, atol=1e-4)
-    assert torch.allclose(
-        text_features(model, ["the dog"], method="cpt"), text_features(model, ["the dog is in red color."])
-    )
+    # CPT's query is ReCLIP's whole sentence "{} is in red color.", with no "a photo of" around it
+    cpt = text_features(model, ["the dog"], method="cpt")
+    assert torch.allclose(cpt, text_features(model, ["the dog is in red color."], template="{}"))
+    assert not torch.allclose(cpt, text_features(model, ["the dog is in red color."]), atol=1e-4)
+    assert torch.allclose(text_features(model, ["the dog"], method="cpt+falip"), cpt)
     with pytest.raises(FalipError, match="unknown method option"):
         box_features(model, image, boxes, "falip", alhpa=1.0)
 

@@ -38,7 +38,13 @@ def _run_falip(args: list[str]) -> None:
     "--print-commands", is_flag=True, help="Print the table's commands (as in docs/REPRODUCE.md) and stop."
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def reproduce(table, list_tables, data, model, out, limit, print_commands, quiet) -> None:
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "float16", "bfloat16"]),
+    default=None,
+    help="Every run's weights and activations [default float32]; float16 on a GPU is the authors' mode.",
+)
+def reproduce(table, list_tables, data, model, out, limit, print_commands, quiet, dtype) -> None:
     """Run the commands of the paper's Table TABLE (resumable), then print it in the paper's layout,
     each cell ours beside the paper's number and the difference."""
     from ..errors import FalipError
@@ -78,6 +84,7 @@ def reproduce(table, list_tables, data, model, out, limit, print_commands, quiet
             _run_falip,
             model=model,
             limit=limit,
+            dtype=dtype,
             quiet=quiet,
             log=lambda line: click.echo(line, err=True),
         )

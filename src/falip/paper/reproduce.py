@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..datasets.classification import IMAGENET_NAMES
 from ..errors import FalipError
 from .tables import CLS_COLUMNS, PAPER, REC_SPLITS
 
@@ -30,6 +31,7 @@ PLACEHOLDERS = {
     "$DOGS": "dogs",
     "$WATERBIRDS": "waterbirds",
     "$IMAGENET_S": "imagenet_s",
+    "$IMAGENET_NAMES": "imagenet_names",
     "$MODELNET40": "modelnet40",
     "$SCANOBJECTNN": "scanobjectnn",
 }
@@ -37,7 +39,7 @@ REC = "falip eval rec reclip --annotations $RECLIP/$SPLIT.jsonl --images $COCO -
 CLS_DATA = {  # data set -> (the command's data part, its template set)
     "dogs": ("dogs --root $DOGS --split all", "dog"),
     "cub": ("cub --root $CUB --split all", "bird"),
-    "imagenet_s": ("imagenet-s --root $IMAGENET_S", "photo"),
+    "imagenet_s": ("imagenet-s --root $IMAGENET_S --names $IMAGENET_NAMES --region box", "photo"),
     "waterbirds": ("waterbirds --root $WATERBIRDS --cub-root $CUB", "bird"),
 }
 CLS_CELLS = (
@@ -67,6 +69,7 @@ class TableSpec:
     cells: dict[str, list[Cell | None]] = field(default_factory=dict)
     also: tuple[str, ...] = ()  # tables whose commands this one also needs
     note: str = ""
+    extra: dict[str, list[Cell | None]] = field(default_factory=dict)  # our rows the paper does not have
 
 
 def _rec_cells(run: str, system: str, avg: bool = False) -> list[Cell | None]:
@@ -93,9 +96,9 @@ def _table1() -> TableSpec:
         "gold_p": ("red_circle,falip --subtract", False),
         "prop_ep_reclip": ("reclip", True),  # ReCLIP's own method: crop + blur under its relation resolver
         "prop_ep_redcircle": ("red_circle,red_circle+blur --ensemble sum --subtract", True),
-        "prop_ep_falip": ("falip,blur_ellipse+falip --ensemble sum --subtract", True),
+        "prop_ep_falip": ("falip,blur+falip --ensemble sum --subtract", True),
         "gold_ep_redcircle": ("red_circle,red_circle+blur --ensemble sum --subtract", False),
-        "gold_ep_falip": ("falip,blur_ellipse+falip --ensemble sum --subtract", False),
+        "gold_ep_falip": ("falip,blur+falip --ensemble sum --subtract", False),
     }
     commands = [
         REC + methods + (" --detections $DETS" if prop else "") + f" --out $OUT/table1/$SPLIT/{folder}"
@@ -150,7 +153,9 @@ def _table6() -> TableSpec:
         ("b", "falip --form all", "falip"),
         ("c", "falip --form diag", "falip"),
     )
-    commands = [REC + f"{methods} --out $OUT/table6/$SPLIT/{folder}" for folder, methods, _ in runs]
+    commands = [
+        REC + f"{methods} --ties first --out $OUT/table6/$SPLIT/{folder}" for folder, methods, _ in runs
+    ]
     rows = ("No mask", "Method a", "Method b", "Method c")
     cells = {
         row: _rec_cells(f"table6/$SPLIT/{folder}", system, avg=True)
@@ -159,8 +164,20 @@ def _table6() -> TableSpec:
     return TableSpec("6", "Forms of the mask", commands, cells)
 
 
+AUTHORS_VIT_L_LAYERS = ",".join(str(i) for i in range(8, 24))  # their Transformer.forward leaves 0-7 unmasked
+PAPER_VIT_L_LAYERS = "20,21,22,23"  # the paper's text: "the last 4 layers"
+
+
 def _table13() -> TableSpec:
     methods = "plain,red_circle,blur_ellipse,falip"
+    commands = [
+        c.replace(" --out ", f" --layers {AUTHORS_VIT_L_LAYERS} --out ")
+        for c in _cls_commands("$LARGE", methods, "table13")
+    ]
+    commands += [
+        c.replace(" --out ", f" --layers {PAPER_VIT_L_LAYERS} --out ")
+        for c in _cls_commands("$LARGE", "falip", "table13/last4")
+    ]
     cells = {}
     for size, out in (("B", "table2"), ("L", "table13")):
         for label, system in (
@@ -170,13 +187,8 @@ def _table13() -> TableSpec:
             ("FALIP", "falip"),
         ):
             cells[f"{label} ViT-{size}"] = _cls_cells(out, system)
-    return TableSpec(
-        "13",
-        "Classification with ViT-B and ViT-L",
-        _cls_commands("$LARGE", methods, "table13"),
-        cells,
-        also=("2",),
-    )
+    extra = {"FALIP ViT-L, the last 4 layers masked (the paper's text)": _cls_cells("table13/last4", "falip")}
+    return TableSpec("13", "Classification with ViT-B and ViT-L", commands, cells, also=("2",), extra=extra)
 
 
 def _table14() -> TableSpec:
@@ -291,7 +303,7 @@ def table_commands(number: str) -> list[str]:
 
 def load_data_config(path: Path) -> dict[str, str]:
     """The TOML file naming the data folders (keys: model, large, coco, reclip, detections, cub, dogs,
-    waterbirds, imagenet_s)."""
+    waterbirds, imagenet_s, imagenet_names (default: the shipped names), modelnet40, scanobjectnn)."""
     import tomllib
 
     try:
@@ -307,9 +319,16 @@ def load_data_config(path: Path) -> dict[str, str]:
     return {k: str(v) for k, v in data.items()}
 
 
+def _detections(folder: str, split: str | None) -> str:
+    """ReCLIP's proposals for a split's data set: `<folder>/<dataset>_dets_dict.json`, one file per data
+    set (refcoco, refcoco+, refcocog) as ReCLIP's release ships them, shared by its splits."""
+    dataset = (split or "").split("_", 1)[0]
+    return str(Path(folder) / f"{dataset}_dets_dict.json")
+
+
 def expand(command: str, data: dict[str, str], out: Path, model: str | None = None) -> list[list[str]]:
     """A command template as argument lists: one per `$SPLIT` (or one), placeholders filled."""
-    values = dict(data)
+    values = {"imagenet_names": str(IMAGENET_NAMES), **data}
     if model:
         values["model"] = model
     splits = REC_SPLITS if "$SPLIT" in command else (None,)
@@ -322,7 +341,7 @@ def expand(command: str, data: dict[str, str], out: Path, model: str | None = No
             key = PLACEHOLDERS[placeholder]
             if key not in values:
                 raise FalipError(f"this table needs `{key}` in the data config (for {placeholder})")
-            value = str(Path(values[key]) / f"{split}.json") if placeholder == "$DETS" else values[key]
+            value = _detections(values[key], split) if placeholder == "$DETS" else values[key]
             text = text.replace(placeholder, value)
         text = text.replace("$OUT", str(out))
         if split:
@@ -340,6 +359,7 @@ def run_table(
     model: str | None = None,
     limit: int | None = None,
     quiet: bool = False,
+    dtype: str | None = None,
     log: Callable[[str], None] = print,
 ) -> None:
     """Run (or resume) every command of a table.
@@ -351,6 +371,7 @@ def run_table(
         run: runs one `falip` command given its arguments without the program name (the CLI passes its own
             entry point, so this layer never imports the command line).
         model, limit, quiet: fill `$MODEL`, cap each run, silence progress bars.
+        dtype: every run's `--dtype` (e.g. "float16", the authors' GPU mode); None: each command's default.
     Raises:
         FalipError: the table needs data the config does not name.
     """
@@ -358,6 +379,7 @@ def run_table(
         for args in expand(template, data, out, model):
             log("falip " + shlex.join(args))
             extra = (["--limit", str(limit)] if limit else []) + (["--quiet"] if quiet else [])
+            extra += ["--dtype", dtype] if dtype else []
             with contextlib.redirect_stdout(
                 sys.stderr
             ):  # each run's own summary goes with the log, the table to stdout
@@ -401,13 +423,14 @@ def format_table(number: str, ours: dict[str, list[float | None]]) -> str:
         "| row | " + " | ".join(columns) + " |",
         "|---|" + "---:|" * len(columns),
     ]
-    for row, reference in paper["rows"].items():
+    rows = {**paper["rows"], **{row: [None] * len(columns) for row in get_table(number).extra}}
+    for row, reference in rows.items():
         values = list(ours.get(row, [None] * len(columns)))
         if columns[-1] == "Avg" and all(v is not None for v in values[:-1]):
             values[-1] = sum(values[:-1]) / len(values[:-1])
         cells = []
         for mine, theirs in zip(values, reference):
-            diff = "" if mine is None else f", {mine - theirs:+,.{places}f}"
+            diff = "" if mine is None or theirs is None else f", {mine - theirs:+,.{places}f}"
             cells.append(f"{_fmt(mine, places)} ({_fmt(theirs, places)}{diff})")
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -422,7 +445,10 @@ def collect(number: str, data: dict[str, str], out: Path) -> dict[str, list[floa
         return _cls_statistics(data)
     if number == "9":
         return _cloud_statistics(data)
-    return {row: [our_value(out, cell) for cell in cells] for row, cells in get_table(number).cells.items()}
+    spec = get_table(number)
+    return {
+        row: [our_value(out, cell) for cell in cells] for row, cells in {**spec.cells, **spec.extra}.items()
+    }
 
 
 def _rec_statistics(data: dict[str, str]) -> dict[str, list[float | None]]:

@@ -54,13 +54,14 @@ class Method:
     features: Features
     text: Callable[[str], str] = str
     options: tuple[str, ...] = ()
+    whole_text: bool = False  # the rewritten text is the whole query: no template around it (CPT)
 
 
 METHODS: dict[str, Method] = {}
 
 
 def register_method(
-    name: str, *, text: Callable[[str], str] = str, options: Sequence[str] = ()
+    name: str, *, text: Callable[[str], str] = str, options: Sequence[str] = (), whole_text: bool = False
 ) -> Callable[[Features], Features]:
     """Decorator: register `features(model, image, regions, settings, **options)` as the method `name`.
 
@@ -68,6 +69,8 @@ def register_method(
         name: the method's name on the command line, the web page and in results (unique).
         text: rewrites each query text for this method (e.g. CPT's colour sentence).
         options: the method's own run options it takes, among `METHOD_OPTIONS` minus the settings.
+        whole_text: `text`'s result is the whole query, not put in the run's template (CPT as ReCLIP
+            words it: "{expression} is in red color.", no "a photo of").
     Raises:
         ValueError: the name is taken, or an option is not a known run option (a programming error).
     """
@@ -78,7 +81,7 @@ def register_method(
     def register(features: Features) -> Features:
         if name in METHODS:
             raise ValueError(f"a method named {name!r} is registered already")
-        METHODS[name] = Method(name, features, text, tuple(options))
+        METHODS[name] = Method(name, features, text, tuple(options), whole_text)
         return features
 
     return register
@@ -167,13 +170,18 @@ for _operation in OPERATIONS:
 for _mode in TWO_STREAM_MODES:
     register_method(_mode)(_two_stream(_mode))
 for _prompt in VISUAL_PROMPTS:
-    register_method(_prompt, text=_text_of(_prompt))(_prompted(_prompt))
+    register_method(_prompt, text=_text_of(_prompt), whole_text=_prompt == "cpt")(_prompted(_prompt))
 _EDITABLE = [p for p in VISUAL_PROMPTS if p != "crop" and not p.startswith("red_circle_e")]
 for _prompt in _EDITABLE:
-    register_method(f"{_prompt}+falip", text=_text_of(_prompt))(_prompted(_prompt, True))
+    register_method(f"{_prompt}+falip", text=_text_of(_prompt), whole_text=_prompt == "cpt")(
+        _prompted(_prompt, True)
+    )
 for _prompt in _EDITABLE:
     register_method(
-        f"{_prompt}+unleash", text=_text_of(_prompt), options=("unleash_layers", "unleash_heads")
+        f"{_prompt}+unleash",
+        text=_text_of(_prompt),
+        options=("unleash_layers", "unleash_heads"),
+        whole_text=_prompt == "cpt",
     )(_unleashed(_prompt))
 
 PLUGIN_GROUP = "falip.methods"
@@ -256,6 +264,9 @@ def region_features(
 def text_features(
     model, texts: Sequence[str], template: str = TEMPLATE, method: str = "plain"
 ) -> torch.Tensor:
-    """Unit text features (T, D): each text rewritten by the method (CPT), then put in the template."""
-    rewrite = get_method(method).text
-    return F.normalize(model.encode_text([template.format(rewrite(t)) for t in texts]).float(), dim=-1)
+    """Unit text features (T, D): each text rewritten by the method, then put in the template, unless the
+    method's rewrite is the whole query (CPT: "{expression} is in red color.", ReCLIP's
+    `ClipExecutor.preprocess_text` for its "shade" representation, with no "a photo of")."""
+    spec = get_method(method)
+    queries = [spec.text(t) if spec.whole_text else template.format(spec.text(t)) for t in texts]
+    return F.normalize(model.encode_text(queries).float(), dim=-1)

@@ -331,3 +331,65 @@ def test_the_commands_that_do_not_shard_refuse_torchrun(monkeypatch, tmp_path):
         cli, ["heads", "rank", "scenes", "--count", "1", "--out", str(tmp_path), "--quiet"]
     )
     assert isinstance(result.exception, FalipError) and "start it without torchrun" in str(result.exception)
+
+
+def test_an_image_without_proposals_is_scored_with_the_whole_decoded_image_as_reclip_does(tmp_path):
+    """ReCLIP's `main.py`: no detection for an image -> `Box(0, 0, img.width, img.height)`, from the
+    decoded image (this jsonl gives no width or height). The 64 x 48 image's gold box (0, 0, 64, 40)
+    has IoU 2560 / 3072 > 0.5 with it, so both expressions count and are right; the other image has
+    two proposals of which the first misses its gold box."""
+    from test_datasets import write_image
+
+    images = tmp_path / "coco"
+    names = ["COCO_train2014_000000000001.jpg", "COCO_train2014_000000000002.jpg"]
+    for seed, name in enumerate(names):
+        write_image(images / name, size=(64, 48), seed=seed)
+    lines = [
+        {
+            "file_name": names[0].replace(".jpg", "_5.jpg"),
+            "image_id": 1,
+            "ann_id": 5,
+            "anns": [{"id": 5, "bbox": [0, 0, 64, 40]}],
+            "sentences": [{"raw": "all of it"}, {"raw": "the lot"}],
+        },
+        {
+            "file_name": names[1].replace(".jpg", "_7.jpg"),
+            "image_id": 2,
+            "ann_id": 7,
+            "anns": [{"id": 7, "bbox": [30, 20, 30, 20]}],
+            "sentences": [{"raw": "the right one"}],
+        },
+    ]
+    jsonl = tmp_path / "refcoco_val.jsonl"
+    jsonl.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    dets = tmp_path / "refcoco_dets_dict.json"
+    dets.write_text(json.dumps({"2": [[0, 0, 20, 20], [30, 20, 30, 20]]}))
+    out = tmp_path / "run"
+    args = [
+        "eval",
+        "rec",
+        "reclip",
+        "--annotations",
+        str(jsonl),
+        "--images",
+        str(images),
+        "--detections",
+        str(dets),
+        "--method",
+        "plain",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    records = {
+        r["key"]: r["results"]["toy:plain"]
+        for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())
+    }
+    assert records == {
+        "1:0": {"pred": 0, "correct": 1.0},
+        "1:1": {"pred": 0, "correct": 1.0},
+        "2:0": {"pred": 0, "correct": 0.0},
+    }
+    assert not (out / "skipped.json").is_file() or "1:" not in (out / "skipped.json").read_text()

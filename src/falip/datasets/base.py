@@ -78,6 +78,7 @@ class RecImage:
     image: ImageSource
     boxes: list[Box]
     expressions: list[RecExpression] = field(default_factory=list)
+    whole_image_fallback: bool = False  # no proposal for this image: the whole decoded image is the candidate
 
 
 @dataclass

@@ -36,22 +36,27 @@ def _coco_file(file_name: str) -> str:
 def _candidates(
     image_id: str, gold_candidates: list[Box], detections: dict | None, width=None, height=None
 ) -> list[Box]:
-    """The gold objects' boxes, or the detector's proposals for the image (ReCLIP falls back to the
-    whole image when the detector found nothing)."""
+    """The gold objects' boxes, or the detector's proposals for the image; none when the detector found
+    nothing there, and the runner then takes the whole decoded image (`RecImage.whole_image_fallback`,
+    as ReCLIP's `main.py` does with `img.width, img.height`), whatever the annotation says of its size."""
     if detections is None:
         return gold_candidates
-    boxes = detections.get(str(image_id), [])
-    if not boxes and width and height:
-        return [[0.0, 0.0, float(width), float(height)]]
-    return boxes
+    return detections.get(str(image_id), [])
 
 
 def _add(
-    images: dict[str, RecImage], file_name: str, image_root: Path, boxes: list[Box], expression: RecExpression
+    images: dict[str, RecImage],
+    file_name: str,
+    image_root: Path,
+    boxes: list[Box],
+    expression: RecExpression,
+    proposals: bool = False,
 ) -> None:
     item = images.get(file_name)
     if item is None:
-        item = images[file_name] = RecImage(file_name, image_root / file_name, boxes)
+        item = images[file_name] = RecImage(
+            file_name, image_root / file_name, boxes, whole_image_fallback=proposals
+        )
     item.expressions.append(expression)
 
 
@@ -84,7 +89,8 @@ def load_reclip(annotations: Path, images: Path, detections: Path | None = None)
             continue
         candidates = _candidates(image_id, boxes, dets, datum.get("width"), datum.get("height"))
         for s, sentence in enumerate(sentences):
-            _add(found, file_name, image_root, candidates, RecExpression(f"{number}:{s}", sentence, gold))
+            expression = RecExpression(f"{number}:{s}", sentence, gold)
+            _add(found, file_name, image_root, candidates, expression, dets is not None)
     return RecData(found.values(), skipped)
 
 
@@ -151,6 +157,7 @@ def load_refer(
                 image_root,
                 candidates,
                 RecExpression(f"{ref_id}:{s}", sentence, gold),
+                dets is not None,
             )
     if not found:
         raise FalipError(
@@ -189,8 +196,9 @@ def load_transvg(
         match = COCO_ID.match(Path(file_name).stem)
         image_id = str(int(match.group(1))) if match else Path(file_name).stem
         candidates = _candidates(image_id, [a["bbox"] for a in (anns or {}).get(image_id, [])], dets)
-        if not candidates:
+        if not candidates and dets is None:
             skipped.add(f"{split_file}: item {number}: no candidate boxes for image {image_id} ({file_name})")
             continue
-        _add(found, file_name, image_root, candidates, RecExpression(str(number), phrase.lower(), [box]))
+        expression = RecExpression(str(number), phrase.lower(), [box])
+        _add(found, file_name, image_root, candidates, expression, dets is not None)
     return RecData(found.values(), skipped)

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -234,6 +235,21 @@ def _hits(
     return pred, sum(right) / len(right)
 
 
+def candidate_boxes(item: RecImage, image) -> list:
+    """An image's candidate boxes (`xywh`); with proposals but none for this image, the whole decoded
+    image as the one candidate (ReCLIP's and the FALIP authors' `main.py`: `Box(0, 0, img.width,
+    img.height)`), so the image's expressions are counted as theirs are. Raises FalipError when there
+    is no candidate at all."""
+    if item.boxes:
+        return item.boxes
+    if item.whole_image_fallback:
+        height, width = (
+            (image.height, image.width) if hasattr(image, "height") else np.asarray(image).shape[:2]
+        )
+        return [[0.0, 0.0, float(width), float(height)]]
+    raise FalipError("no candidate boxes")
+
+
 def _device_of(models: dict) -> str:
     return next(iter(models.values())).device.type if models else "cpu"
 
@@ -340,9 +356,8 @@ def run_rec(
             for item, loading in prefetch(todo_images, lambda it: read_image(it.image)):
                 exprs = [e for e in item.expressions if e.key in wanted]
                 try:
-                    if not item.boxes:
-                        raise FalipError("no candidate boxes")
                     image = loading.result()
+                    boxes = candidate_boxes(item, image)
                     own = [e.text for e in item.expressions]
                     negatives = (
                         [
@@ -355,13 +370,13 @@ def run_rec(
                     all_scores = {}
                     for name, model in models.items():
                         scale = model.backbone.logit_scale.float().exp().item()
-                        features = _FeatureCache(model, image, item.boxes, config.method_options())
+                        features = _FeatureCache(model, image, boxes, config.method_options())
                         for method in config.methods:
                             if is_resolved(method):
                                 all_scores[f"{name}:{method}"] = _resolved_scores(
                                     method,
                                     [e.text for e in exprs],
-                                    item.boxes,
+                                    boxes,
                                     features,
                                     scale,
                                     lambda m, t, name=name, model=model: texts(name, model, m, t),
@@ -398,7 +413,7 @@ def run_rec(
                 for j, expr in enumerate(exprs):
                     results = {}
                     for system, scores in all_scores.items():
-                        pred, correct = _hits(scores[:, j], item.boxes, expr.gold, config.iou, config.ties)
+                        pred, correct = _hits(scores[:, j], boxes, expr.gold, config.iou, config.ties)
                         results[system] = {"pred": pred, "correct": correct}
                     record = {"key": expr.key, "image": item.key, "text": expr.text, "results": results}
                     if getattr(expr, "group", None) is not None:

@@ -198,7 +198,15 @@ def test_explain_writes_every_picture_for_a_scene_and_returns_the_arrays(tmp_pat
 
     result = CliRunner().invoke(cli, ["explain", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    for name in ("attention", "heads", "contributions", "foveal_mask", "relevance"):
+    for name in (
+        "attention",
+        "heads",
+        "heads_attention",
+        "contributions",
+        "foveal_mask",
+        "relevance",
+        "chefer",
+    ):
         assert (tmp_path / f"{name}.png").stat().st_size > 5000, name
     model = falip.load()
     scene = make_scene("test", 2_000_000, 128, objects=(3, 4))
@@ -240,3 +248,57 @@ def test_chefer_relevance_equals_a_plain_gradient_computation(tiny_backbone, ima
         relevance = relevance + (g * p).clamp(min=0).mean(1)[0] @ relevance
     assert torch.allclose(ours[0], relevance[0].detach(), rtol=1e-4, atol=1e-6)
     assert ours[0, 0] >= 1 and (ours >= 0).all()
+
+
+def test_a_gandelsman_head_map_equals_a_plainly_written_computation(tiny_backbone, images):
+    """Gandelsman et al.'s map (their prs_hook.py) for head h of layer l, token i: the [CLS] row's term
+    c_i = p^h_{0,i} v^h_i W_O^h + b_O / (T H), through ln_post spread over the K = 2L + 1 residual terms
+    (w * (c_i - mean(r) / (K T H)) / sqrt(var(r) + eps) + b / (K T H)), projected, divided by the
+    norm of the image embedding and dotted with the unit text. Written here with plain matrix
+    products; every term of the decomposition sums to the cosine."""
+    import copy
+
+    from falip.engine.decompose import text_span
+    from test_two_stream_and_pasta import mlp_after, project, slow_attention
+
+    visual = copy.deepcopy(tiny_backbone.visual)
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # an ln_post that is not the identity, so its weight and bias are exercised
+        visual.ln_post.weight.copy_(1 + 0.5 * torch.randn(visual.ln_post.weight.shape, generator=gen))
+        visual.ln_post.bias.copy_(0.3 * torch.randn(visual.ln_post.bias.shape, generator=gen))
+    pixels = images[0]
+    text = torch.randn(16, generator=gen)
+    layer, head = 4, 1
+    depth, heads = len(visual.blocks), visual.cfg.heads
+
+    with torch.no_grad():
+        x = visual.embed(pixels)
+        tokens, width = x.shape[1], x.shape[2]
+        dh = width // heads
+        for index, block in enumerate(visual.blocks):
+            out, probs = slow_attention(block, x, x)
+            if index == layer:
+                v = project(block, block.ln_1(x), 2)[0, head]  # (T, dh)
+                w_o = block.attn.out_proj.weight.T[head * dh : (head + 1) * dh]  # (dh, width)
+                terms = probs[0, head, 0][:, None] * (v @ w_o) + block.attn.out_proj.bias / (tokens * heads)
+            x = mlp_after(block, x + out)
+        r = x[0, 0]
+        mean, sd = r.mean(), torch.sqrt(((r - r.mean()) ** 2).mean() + visual.ln_post.eps)
+        share = (2 * depth + 1) * tokens * heads
+        post = visual.ln_post.weight * (terms - mean / share) / sd + visual.ln_post.bias / share
+        embedding = visual.head(x[:, 0])[0]
+        expected = (post @ visual.proj) @ (text / text.norm()) / embedding.norm()  # (T,)
+        cosine = torch.nn.functional.cosine_similarity(embedding, text, dim=0)
+
+    span = text_span(visual, pixels, text)
+    scale = expected.abs().max()
+    assert torch.allclose(span.head_map(layer, head)[0], expected, rtol=0, atol=1e-5 * scale)
+    assert span.total()[0] == pytest.approx(cosine.item(), rel=1e-4)
+    assert span.cosine[0] == pytest.approx(cosine.item(), rel=1e-5)
+    bias = attention_bias(torch.rand(1, tokens) * 2)  # a FALIP-style bias on [CLS]'s row, in the last layers
+    biased = text_span(visual, pixels, text, bias, LAST4)
+    feature = visual(pixels, bias, LAST4)[0]
+    assert biased.total()[0] == pytest.approx(
+        torch.nn.functional.cosine_similarity(feature, text, dim=0).item(), rel=1e-4
+    )
+    assert not torch.allclose(biased.token_map(), span.token_map())

@@ -155,7 +155,12 @@ def heads_rank(
     default=None,
     help="The region as x,y,w,h in pixels (without IMAGE: the scene's referred object).",
 )
-@click.option("--text", default=None, help="A text for the token contributions and the relevance map.")
+@click.option(
+    "--text",
+    default=None,
+    help="A text for the head and token maps [default: the plain image's own embedding] and Chefer's "
+    "relevance.",
+)
 @click.option(
     "--prompt",
     "prompts",
@@ -195,7 +200,9 @@ def explain_command(
     image, box, text, prompts, model_name, layer, head, alpha, sigma, layers, unleash_layers, seed, out
 ) -> None:
     """Pictures of what FALIP and pixel prompts do to CLIP's attention (the paper's Figs. 2, 6, 10, 15):
-    attention.png, heads.png, contributions.png (with --text), foveal_mask.png, relevance.png."""
+    attention.png, heads.png and relevance.png (Gandelsman et al.'s text-based decomposition, as the
+    paper's Figs. 6 and 15), contributions.png (with --text), foveal_mask.png; heads_attention.png (raw
+    attention) and chefer.png (Chefer et al.'s relevance) are extras, not the paper's."""
     from ..engine.model import load
     from ..errors import FalipError
     from ..inputs.images import open_image

@@ -55,10 +55,13 @@ def class_features(
     model, names: Sequence[str], templates: str | Sequence[str] = "photo", method: str = "plain"
 ) -> torch.Tensor:
     """Unit (C, D) class features: the mean over templates of unit text features, renormalised.
-    The method may rewrite the class text (CPT names its shade's colour)."""
-    rewrite = get_method(method).text
+    The method may rewrite the class text (CPT names its shade's colour); a rewrite that is the whole
+    query (CPT's "{} is in red color.", as ReCLIP words it) is used as it is, in place of each template."""
+    spec = get_method(method)
     chosen = resolve_templates(templates)
-    texts = [t.format(rewrite(name)) for name in names for t in chosen]
+    texts = [
+        spec.text(name) if spec.whole_text else t.format(spec.text(name)) for name in names for t in chosen
+    ]
     feats = F.normalize(model.encode_text(texts).float(), dim=-1).unflatten(0, (len(names), len(chosen)))
     return F.normalize(feats.mean(dim=1), dim=-1)
 

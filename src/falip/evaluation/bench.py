@@ -255,7 +255,7 @@ def run_rec_workload(
     the count per image). (a) the authors' way: per expression, its text once and one masked image
     forward per box at batch size 1. (c) this project's: the boxes of an image in one engine call,
     reused by all of its expressions, and the expressions' texts in one batch. Same picks required.
-    Then (c) with ReCLIP's subtract over `negatives` captions per expression, drawn from a pool of
+    Then (c) with RedCircle's subtract over `negatives` captions per expression, drawn from a pool of
     `negatives + 100` captions that is encoded once (timed apart: once per split, not per expression).
 
     Args:
@@ -263,7 +263,7 @@ def run_rec_workload(
         boxes: candidate boxes per image.
         vision, text: the towers' shapes (ViT-B/16 and CLIP's text tower by default), random weights.
         seed: seeds torch and numpy.
-        negatives: subtract's negative captions per expression (ReCLIP's mean over negatives).
+        negatives: subtract's negative captions per expression (RedCircle's mean over negatives).
     Returns:
         A `RecBenchRow`; each part is timed once after one warm-up of (c).
     """

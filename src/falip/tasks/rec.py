@@ -1,9 +1,10 @@
 """Referring expression comprehension: rank candidate boxes for an expression, zero-shot.
 
-Box features come from a region method (`methods`); scores are CLIP logits. "subtract" (ReCLIP,
-the paper's Sec. 3.3.1) removes each box's mean score over Q negative captions sampled, seeded,
-from the data set's expressions of other images; Q = 500 by default, the value in a commented-out
-line of the FALIP authors' `main.py` (their released code runs with subtract switched off).
+Box features come from a region method (`methods`); scores are CLIP logits. "subtract" (RedCircle's
+post-processing, which the paper's Sec. 3.3.1 takes from [40]) removes each box's mean score over Q
+negative captions sampled, seeded, from the data set's expressions of other images; Q = 500 by
+default, the value in a commented-out line of the FALIP authors' `main.py` (their released code runs
+with subtract switched off).
 Ensembles combine several methods' or models' scores: by default the raw logits are summed, as the
 authors' code does (`--box_method_aggregator sum`, and a sum over models); "softmax-sum" and
 "softmax-max" normalise each system over the boxes first. A prediction is right when its box
@@ -59,8 +60,9 @@ def sample_negatives(pool: Sequence[str], exclude: Sequence[str], count: int, se
 
 
 def subtract(scores: torch.Tensor, negative_scores: torch.Tensor) -> torch.Tensor:
-    """ReCLIP's post-processing: (R, T) scores minus each box's mean score over its negatives, given
-    as (R, N) shared by every text or (R, T, N), each text with its own negatives; returns (R, T)."""
+    """RedCircle's subtract (Shtedritski et al., the paper's [40]): (R, T) scores minus each box's mean
+    score over its negatives, given as (R, N) shared by every text or (R, T, N), each text with its own
+    negatives; returns (R, T)."""
     if negative_scores.dim() == 2:
         negative_scores = negative_scores[:, None, :]
     return scores - negative_scores.mean(dim=-1)

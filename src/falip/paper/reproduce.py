@@ -527,6 +527,7 @@ def table_list() -> str:
     lines = []
     for number, spec in TABLES.items():
         runs = sum(len(REC_SPLITS) if "$SPLIT" in c else 1 for c in table_commands(number))
-        what = spec.note or (f"{runs} runs" if runs else "counted from your data")
+        what = f"{runs} runs" if runs else "counted from your data"
+        what += f"; {spec.note}" if spec.note else ""
         lines.append(f"Table {number:>2}: {spec.title} ({what})")
     return "\n".join(lines)

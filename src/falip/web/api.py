@@ -136,7 +136,8 @@ def run(model: FalipModel, payload: RunRequest | dict) -> dict:
     setting = demo_setting(model)
     alpha = setting["alpha"] if request.alpha is None else request.alpha
     sigma = setting["sigma"] if request.sigma is None else request.sigma
-    layers = setting["layers"] if request.layers is None else request.layers
+    # layers left out: the setting's; null: the library's default (the last third), as the page's empty field
+    layers = request.layers if "layers" in request.model_fields_set else setting["layers"]
     alpha, sigma = checks.falip_strength(alpha, sigma)
     masked = model.masked_layers(layers)
     image = image_from_data_url(request.image)

@@ -61,7 +61,10 @@ class RunRequest(BaseModel):
         None, ge=SIGMA_RANGE[0], le=SIGMA_RANGE[1], description="width in token units; null: the model's"
     )
     layers: list[int] | None = Field(
-        None, max_length=256, description="0-based masked layers (negative from the end); null: the model's"
+        None,
+        max_length=256,
+        description="0-based masked layers (negative from the end); left out: the model's setting (GET "
+        "/api/info); null: the last third of the layers, the library's default",
     )
 
 

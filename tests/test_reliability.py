@@ -34,6 +34,14 @@ def model(hf_dir):
     return falip.load(hf_dir)
 
 
+@pytest.mark.parametrize("alpha, sigma", [(1e4, 1e-6), (-1e4, 1e6), (1e4, 1e6), (0.2, 1e-6)])
+def test_falip_strength_at_its_bounds_gives_finite_features(model, alpha, sigma):
+    """The bounds the door sets are inside what float32 computes: features at them are finite (just
+    outside them, 1e308 and 1e-300 gave NaN scores before the bounds existed)."""
+    feats = model.encode_regions(IMAGE, [BOX, [0, 0, 30, 20]], alpha=alpha, sigma=sigma)
+    assert torch.isfinite(feats).all()
+
+
 @pytest.mark.parametrize(
     "call, message",
     [
@@ -53,6 +61,10 @@ def model(hf_dir):
         (lambda m: m.encode_regions(IMAGE, [BOX], alpha=float("inf")), "alpha must be finite"),
         (lambda m: m.encode_regions(IMAGE, [BOX], sigma=float("nan")), "sigma must be finite"),
         (lambda m: m.encode_regions(IMAGE, [BOX], sigma=0), "sigma must be positive"),
+        (lambda m: m.encode_regions(IMAGE, [BOX], alpha=1e308), "alpha must be within"),
+        (lambda m: m.encode_regions(IMAGE, [BOX], alpha=-1e5), "alpha must be within"),
+        (lambda m: m.encode_regions(IMAGE, [BOX], sigma=1e-300), "sigma must be within"),
+        (lambda m: m.encode_regions(IMAGE, [BOX], sigma=1e300), "sigma must be within"),
         (lambda m: m.encode_regions(IMAGE, [BOX], chunk_size=0), "chunk_size must be at least 1"),
     ],
 )

@@ -103,22 +103,30 @@ def demo(model_name, image, boxes, text, labels, seed, alpha, sigma, layers, out
     help="Checkpoint (hub id, folder, OpenAI file, or the embedded toy).",
 )
 @click.option(
-    "--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface)."
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; anything but a loopback address (0.0.0.0: every interface) prints a warning.",
 )
-@click.option("--port", type=int, default=7860, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=7860, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
-def serve(model_name, host, port, device) -> None:
-    """FALIP in the browser: upload a photo, draw boxes, type what to look for."""
+@click.option(
+    "--request-timeout",
+    type=click.FloatRange(0.1, 3600),
+    default=30.0,
+    show_default=True,
+    help="Seconds a client has to send a whole request (408 beyond).",
+)
+def serve(model_name, host, port, device, request_timeout) -> None:
+    """FALIP in the browser: upload a photo, draw boxes, type what to look for (API at /docs)."""
     from ..engine.model import load
-    from ..web.server import TOY_NOTE, make_server
+    from ..web.server import TOY_NOTE, host_warning, make_server
 
+    warning = host_warning(host)
+    if warning:
+        click.echo(warning, err=True)
     model = load(model_name, device)
-    server = make_server(model, host, port)
+    server = make_server(model, host, port, request_timeout=request_timeout)
     click.echo(f"model: {TOY_NOTE if model.name == 'toy' else model.name}")
-    click.echo(f"serving on http://{host}:{server.server_address[1]}/ (Ctrl-C stops)")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    click.echo(f"serving on {server.url}/ (the API's documentation: {server.url}/docs; Ctrl-C stops)")
+    server.serve_forever()

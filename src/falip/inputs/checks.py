@@ -32,9 +32,38 @@ def positive(name: str, value) -> float:
     return value
 
 
+ALPHA_LIMIT = 1e4
+"""Largest |alpha|. The bias is added to attention logits: past a few tens the softmax already puts all of
+the [CLS] query's weight on the region, and near 3.4e38 (float32) or 6.5e4 (float16) the logits overflow
+into NaN scores."""
+SIGMA_RANGE = (1e-6, 1e6)
+"""Smallest and largest sigma, in token units. At 1e-6 the Gaussian is already a point on the centre
+token; below about 1e-19 float32's sigma**2 underflows to 0 and the centre value is 0/0 (NaN). At 1e6 it
+is already flat over any token grid; far above, float32's sigma**2 overflows."""
+
+
 def falip_strength(alpha, sigma) -> tuple[float, float]:
-    """FALIP's amplitude (any finite number) and width (positive, finite)."""
-    return finite("alpha", alpha), positive("sigma", sigma)
+    """FALIP's amplitude and width (Eq. 1-2), checked.
+
+    Args:
+        alpha: a finite number with |alpha| <= `ALPHA_LIMIT`.
+        sigma: a number within `SIGMA_RANGE` (token units).
+    Returns:
+        (alpha, sigma) as floats.
+    Raises:
+        FalipError: a non-number, a non-finite value, or one outside those bounds (which would give NaN
+            scores, not a stronger or weaker focus).
+    """
+    alpha, sigma = finite("alpha", alpha), positive("sigma", sigma)
+    if abs(alpha) > ALPHA_LIMIT:
+        raise FalipError(
+            f"alpha must be within +-{ALPHA_LIMIT:g} (past a few tens the focus is already total), "
+            f"got {alpha:g}"
+        )
+    low, high = SIGMA_RANGE
+    if not low <= sigma <= high:
+        raise FalipError(f"sigma must be within {low:g} and {high:g} token units, got {sigma:g}")
+    return alpha, sigma
 
 
 def count(name: str, value, minimum: int = 1) -> int:

@@ -2,251 +2,241 @@
 draws or types boxes, types what to look for, and sees the boxes ranked, each box's best label, and
 where the [CLS] token looks, plain against FALIP.
 
-The server is Python's own `http.server` with a small JSON API and one static page (`page.html`):
-no web framework. Gradio, the usual choice, pins Pillow below 13, whose bicubic resize differs from
-the one the authors' reference vectors were made with (2.6e-3 relative on the image features, against
-a tolerance of 1e-5), so it cannot share an environment with a faithful FALIP.
+The application is FastAPI (`falip.web.app`: pydantic request models, an OpenAPI schema at `/docs`);
+this module serves it with uvicorn's h11 protocol and the limits a server facing any client needs:
 
-API (JSON): `GET /api/info` (the model, methods, defaults), `GET /api/example?seed=N` (a generated
-scene with its boxes and an expression), `POST /api/run` ({image: data URL, boxes: [[x, y, w, h]],
-texts: [...], labels: [...], method, alpha, sigma, layers}) -> the ranking and pictures as data URLs.
-A bad input answers 400 with the library's one-line `FalipError` text; no stack trace ever reaches
-the page.
+- a deadline on receiving each request (`request_timeout`, from its first byte, or from the connection
+  being opened, until its last body byte): uvicorn has none (its `timeout_keep_alive` only runs between
+  requests and every byte received cancels it), so a client that sends half its headers, a body shorter
+  than its Content-Length, or one byte a minute would hold its connection forever. Past the deadline
+  the client gets `408 {"error": ...}` and the connection is closed. Waiting costs no thread: a stalled
+  client never delays another;
+- malformed HTTP (a Content-Length of "abc" or -1, a broken request line) answered with a one-line JSON
+  400 instead of uvicorn's plain text;
+- at most `limit_concurrency` connections and tasks at once (uvicorn answers 503 beyond), headers of at
+  most 16 KiB (h11), idle keep-alive connections closed after 5 s.
 """
 
 from __future__ import annotations
 
-import base64
-import io
+import ipaddress
 import json
-import logging
+import socket
 import threading
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+import time
 
-import torch
-from PIL import Image
+import h11
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..engine.model import FalipModel
 from ..errors import FalipError
-from ..inputs import checks
-from ..inputs.images import open_image
-from ..inputs.regions import to_xyxy
-from ..tasks.methods import get_method, method_names, region_features, text_features
-from ..viz.demo import attention_panels, boxes_panel, demo_scene, demo_setting
+from .api import TOY_NOTE, example_scene, run  # noqa: F401  (the web layer's public names)
+from .app import create_app
+from .schema import MAX_BODY
 
-PAGE = Path(__file__).with_name("page.html")
-MAX_BODY = 20 * 1024 * 1024
-TOY_NOTE = "the embedded toy CLIP: a small CLIP trained on generated coloured shapes, not OpenAI's CLIP"
-log = logging.getLogger("falip.web")
+REQUEST_TIMEOUT = 30.0
+"""Seconds a client has to send a whole request (headers and body: a 20 MB upload at ~5 Mbit/s)."""
+LIMIT_CONCURRENCY = 64
+MAX_HEADER_BYTES = 16 * 1024
 
 
-def _data_url(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+def _reply(status: int, reason: str, message: str) -> bytes:
+    """A whole HTTP/1.1 response with a JSON error body, closing the connection."""
+    body = json.dumps({"error": message}).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
 
 
-def _image_from_data_url(text) -> Image.Image:
-    if not isinstance(text, str) or "," not in text or not text.startswith("data:image/"):
-        raise FalipError("the image must be a data:image/... URL (an uploaded picture)")
-    try:
-        raw = base64.b64decode(text.split(",", 1)[1], validate=True)
-    except ValueError as exc:
-        raise FalipError(f"cannot read the uploaded image: {exc}") from None
-    return open_image(raw)  # the one door: EXIF orientation as `falip score` and the API
+class DeadlineH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline on receiving each request.
 
+    The deadline runs while h11 says the client is sending (IDLE: a request not begun or its headers
+    incomplete; SEND_BODY: its body incomplete), from the connection's opening or the previous response,
+    and stops once the request is whole (the model may then take as long as it needs). A trickle of bytes
+    does not extend it. `request_timeout` is set on the subclass `Server` makes.
+    """
 
-def _number(payload: dict, key: str, default: float) -> float:
-    value = payload.get(key, default)
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise FalipError(f"{key} must be a number, got {value!r}") from None
-    return checks.finite(key, value)
+    request_timeout: float = REQUEST_TIMEOUT
+    _deadline = None
+    _answered = False  # a response went out on this connection
 
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._watch()
 
-def _layers(payload: dict) -> list[int] | None:
-    value = payload.get("layers")
-    if value in (None, "", []):
-        return None
-    if isinstance(value, str):
-        try:
-            return [int(v) for v in value.split(",") if v.strip()]
-        except ValueError:
-            raise FalipError(f"layers must be comma-separated 0-based indices, got {value!r}") from None
-    return checks.layer_list(value)
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._watch()
 
+    def on_response_complete(self) -> None:
+        self._answered = True
+        self._stop()  # the next request gets a deadline of its own
+        super().on_response_complete()
+        self._watch()
 
-def _xywh(box, index: int) -> list[float]:
-    """A box checked (four finite numbers, positive size), as `[x, y, w, h]`."""
-    try:
-        x0, y0, x1, y1 = to_xyxy(box)
-    except FalipError as exc:
-        raise FalipError(f"box {index + 1}: {exc}") from None
-    if x1 <= x0 or y1 <= y0:
-        raise FalipError(f"box {index + 1} has no width or height: {list(box)}")
-    return [x0, y0, x1 - x0, y1 - y0]
+    def connection_lost(self, exc) -> None:
+        self._stop()
+        super().connection_lost(exc)
 
-
-def model_info(model: FalipModel) -> dict:
-    setting = demo_setting(model)
-    return {
-        "model": model.name,
-        "is_toy": model.name == "toy",
-        "note": TOY_NOTE if model.name == "toy" else f"{model.name} ({model!r})",
-        "methods": method_names(),
-        "alpha": setting["alpha"],
-        "sigma": setting["sigma"],
-        "layers": ",".join(map(str, setting["layers"])) if setting["layers"] else "",
-        "setting": setting["source"],
-    }
-
-
-def example_scene(model: FalipModel, seed: int) -> dict:
-    """A generated test scene, its objects' boxes and an expression naming one of them."""
-    from ..datasets.scene_world import class_names
-
-    scene, target, expression = demo_scene(model, checks.count("seed", seed, minimum=0))
-    return {
-        "image": _data_url(scene.pil()),
-        "boxes": [[round(float(v), 2) for v in o.box] for o in scene.objects],
-        "texts": [f"a photo of {expression}"],
-        "labels": [f"a photo of a {c}" for c in class_names()],
-        "expected": target,
-    }
-
-
-@torch.no_grad()
-def run(model: FalipModel, payload: dict) -> dict:
-    """Rank the boxes for each text, name each box, and draw it (the `falip demo` picture)."""
-    if not isinstance(payload, dict):
-        raise FalipError("the request must be a JSON object")
-    image = _image_from_data_url(payload.get("image"))
-    boxes = payload.get("boxes") or []
-    if not isinstance(boxes, list) or not boxes:
-        raise FalipError("give at least one box (x, y, w, h in pixels): draw it on the image or type it")
-    boxes = [_xywh(b, i) for i, b in enumerate(boxes)]
-    texts = [t.strip() for t in payload.get("texts") or [] if isinstance(t, str) and t.strip()]
-    if not texts:
-        raise FalipError("give a text to look for (a referring expression)")
-    labels = [t.strip() for t in payload.get("labels") or [] if isinstance(t, str) and t.strip()]
-    method = payload.get("method") or "falip"
-    get_method(method)  # an unknown name is refused with the list of methods
-    setting = demo_setting(model)
-    alpha = _number(payload, "alpha", setting["alpha"])
-    sigma = _number(payload, "sigma", setting["sigma"])
-    layers = _layers(payload) if "layers" in payload else setting["layers"]
-    options = {"alpha": alpha, "sigma": sigma, "layers": layers}
-    feats = region_features(model, image, boxes, method, **options)  # (R, D), unit
-    scale = model.backbone.logit_scale.float().exp().item()
-    scores = scale * feats @ text_features(model, texts, "{}", method).T  # (R, T)
-    names = [""] * len(boxes)
-    if labels:
-        picks = (feats @ text_features(model, labels, "{}", method).T).argmax(1).tolist()
-        names = [labels[i].removeprefix("a photo of ").removeprefix("a ") for i in picks]
-    ranking = []
-    for j, text in enumerate(texts):
-        order = scores[:, j].argsort(descending=True).tolist()
-        ranking.append(
-            {
-                "text": text,
-                "boxes": [
-                    {"box": boxes[i], "index": i, "score": round(float(scores[i, j]), 3), "label": names[i]}
-                    for i in order
-                ],
-            }
+    def send_400_response(self, msg: str) -> None:  # malformed HTTP; uvicorn's own answer is plain text
+        self.transport.write(
+            _reply(
+                400,
+                "Bad Request",
+                "the request is not valid HTTP/1.1 (its request line or a header is malformed)",
+            )
         )
-    best = ranking[0]["boxes"][0]["index"]
-    masked = model.masked_layers(layers)
-    row = model.region_rows(image.size, [boxes[best]], alpha=alpha, sigma=sigma)[0]
-    shown, fit, (plain, focused), share = attention_panels(model, image, row, masked, Image.BILINEAR)
-    first = scores[:, 0].tolist()
-    return {
-        "ranking": ranking,
-        "boxes_picture": _data_url(
-            boxes_panel(shown, [to_xyxy(b) for b in boxes], first, names, best, fit, None)
-        ),
-        "attention_plain": _data_url(plain),
-        "attention_falip": _data_url(focused),
-        "attention_inside": list(share),
-        "method": method,
-        "setting": {"alpha": alpha, "sigma": sigma, "layers": masked},
-    }
+        self.transport.close()
 
+    def _stop(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
 
-class Handler(BaseHTTPRequestHandler):
-    model: FalipModel  # set on the subclass `serve` makes
-    server_version = "falip"
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002  (the base class's name)
-        log.info("%s - %s", self.address_string(), format % args)
-
-    def _send(self, status: int, body: bytes, kind: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _json(self, status: int, data: dict) -> None:
-        self._send(status, json.dumps(data).encode(), "application/json")
-
-    def _answer(self, compute) -> None:
-        try:
-            self._json(HTTPStatus.OK, compute())
-        except FalipError as exc:
-            self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
-        except Exception as exc:  # never a stack trace in the page: one line, the details in the server's log
-            log.exception("request failed")
-            self._json(
-                HTTPStatus.INTERNAL_SERVER_ERROR,
-                {"error": f"internal error ({type(exc).__name__}); see the server's log"},
-            )
-
-    def do_GET(self) -> None:  # noqa: N802  (http.server's naming)
-        url = urlparse(self.path)
-        if url.path in ("/", "/index.html"):
-            self._send(HTTPStatus.OK, PAGE.read_bytes(), "text/html; charset=utf-8")
-        elif url.path == "/api/info":
-            self._answer(lambda: model_info(self.model))
-        elif url.path == "/api/example":
-            seed = parse_qs(url.query).get("seed", ["0"])[0]
-            self._answer(lambda: example_scene(self.model, int(seed) if seed.isdigit() else -1))
+    def _watch(self) -> None:
+        if self.conn.their_state in (h11.IDLE, h11.SEND_BODY):
+            if self._deadline is None and not self.transport.is_closing():
+                self._deadline = self.loop.call_later(self.request_timeout, self._expired)
         else:
-            self._json(HTTPStatus.NOT_FOUND, {"error": f"no page {url.path}"})
+            self._stop()
 
-    def do_POST(self) -> None:  # noqa: N802
-        if urlparse(self.path).path != "/api/run":
-            self._json(HTTPStatus.NOT_FOUND, {"error": f"no page {self.path}"})
+    def _expired(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
             return
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            self._json(
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": f"the request is over {MAX_BODY // 2**20} MB"}
-            )
-            return
-        body = self.rfile.read(length)
-
-        def compute():
-            try:
-                payload = json.loads(body or b"{}")
-            except json.JSONDecodeError:
-                raise FalipError("the request is not JSON") from None
-            with self.lock:
-                return run(self.model, payload)
-
-        self._answer(compute)
+        state = self.conn.their_state
+        idle = state is h11.IDLE and not self.conn.trailing_data[0]
+        answered_early = state is h11.SEND_BODY and self.cycle is not None and self.cycle.response_started
+        if not (idle and self._answered) and not answered_early:  # an idle keep-alive connection just closes
+            message = f"the request did not arrive within {self.request_timeout:g} s"
+            self.transport.write(_reply(408, "Request Timeout", message))
+        self.transport.close()  # a handler waiting for the body gets http.disconnect
 
 
-def make_server(model: FalipModel, host: str = "127.0.0.1", port: int = 7860) -> ThreadingHTTPServer:
-    """A server for `model` (not yet serving: call `serve_forever`, or run it in a thread)."""
-    handler = type("FalipHandler", (Handler,), {"model": model, "lock": threading.Lock()})
+def is_loopback(host: str) -> bool:
+    """Whether `host` is a loopback address or 'localhost' (served to this machine only)."""
+    if host.strip().lower() == "localhost":
+        return True
     try:
-        return ThreadingHTTPServer((host, port), handler)
-    except OSError as exc:
-        raise FalipError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def host_warning(host: str) -> str | None:
+    """The warning `falip serve` prints when `host` is not a loopback address, else None."""
+    if is_loopback(host):
+        return None
+    return (
+        f"warning: serving on {host} makes the page and its API reachable from other machines on your "
+        "network, with no authentication and no TLS; the default 127.0.0.1 serves this machine only"
+    )
+
+
+class Server:
+    """`falip serve`'s server for one model: bound at construction, serving on `serve_forever()` (blocking,
+    Ctrl-C stops) or `start()` (a background thread, as the tests use), stopped by `stop()`.
+
+    Args:
+        model: the model every request runs.
+        host, port: where to listen; port 0 picks a free port (`port` then says which).
+        request_timeout: seconds a client has to send a whole request (408 beyond).
+        max_body: largest request body in bytes (413 beyond).
+        limit_concurrency: connections and tasks at once (503 beyond).
+        quiet: no access log, only warnings (tests).
+    Raises:
+        FalipError: the address cannot be bound (in use, not this machine's, no permission).
+    """
+
+    def __init__(
+        self,
+        model: FalipModel,
+        host: str = "127.0.0.1",
+        port: int = 7860,
+        *,
+        request_timeout: float = REQUEST_TIMEOUT,
+        max_body: int = MAX_BODY,
+        limit_concurrency: int = LIMIT_CONCURRENCY,
+        quiet: bool = False,
+    ) -> None:
+        self.host = host
+        self.socket = self._bind(host, port)
+        protocol = type(
+            "FalipH11Protocol", (DeadlineH11Protocol,), {"request_timeout": float(request_timeout)}
+        )
+        config = uvicorn.Config(
+            create_app(model, max_body=max_body),
+            http=protocol,
+            timeout_keep_alive=5,
+            limit_concurrency=limit_concurrency,
+            h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+            backlog=2 * limit_concurrency,
+            server_header=False,
+            log_level="warning" if quiet else "info",
+            access_log=not quiet,
+            log_config=None if quiet else uvicorn.config.LOGGING_CONFIG,
+        )
+        self.server = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def _bind(host: str, port: int) -> socket.socket:
+        try:
+            family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+            sock = socket.socket(family, kind, proto)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+        except OSError as exc:
+            raise FalipError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+        sock.set_inheritable(True)
+        return sock
+
+    @property
+    def port(self) -> int:
+        return self.socket.getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def serve_forever(self) -> None:
+        """Serve until Ctrl-C (uvicorn's signal handling; in the main thread)."""
+        try:
+            self.server.run(sockets=[self.socket])
+        finally:
+            self.socket.close()
+
+    def start(self, wait: float = 60.0) -> Server:
+        """Serve in a background thread; return once it accepts connections.
+
+        Raises:
+            FalipError: the server did not start within `wait` seconds.
+        """
+        self._thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True
+        )
+        self._thread.start()
+        for _ in range(int(wait * 20)):
+            if self.server.started or not self._thread.is_alive():
+                break
+            time.sleep(0.05)
+        if not self.server.started:
+            raise FalipError(f"the server on {self.url} did not start")
+        return self
+
+    def stop(self) -> None:
+        """Stop a server started with `start()` and release its port."""
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self.socket.close()
+
+
+def make_server(model: FalipModel, host: str = "127.0.0.1", port: int = 7860, **options) -> Server:
+    """A `Server` for `model` on `host:port` (bound, not yet serving); `options` as `Server` takes."""
+    return Server(model, host, port, **options)

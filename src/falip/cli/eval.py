@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import click
@@ -105,16 +108,39 @@ def _shared_options(func):
     return func
 
 
+_LOADED: ContextVar[dict | None] = ContextVar("falip_loaded_models", default=None)
+
+
+@contextmanager
+def reuse_models() -> Iterator[None]:
+    """Within this block every `falip eval` run loads each (checkpoint, device, preprocessing, dtype) once
+    and reuses it: the runs of one `falip reproduce` table share their model instead of loading it per
+    run. Nested blocks share the outer block's models."""
+    outer = _LOADED.get()
+    token = _LOADED.set({} if outer is None else outer)
+    try:
+        yield
+    finally:
+        _LOADED.reset(token)
+
+
 def _models(names, device, preprocess, dtype: str = "float32") -> dict:
     """Loaded models under short row names: a local path's last part, a hub id as it is; in `dtype`."""
     from ..engine.model import load
 
+    cache = _LOADED.get()
     out = {}
     for name in names:
         short = Path(name).name if Path(name).exists() else name
         while short in out:
             short += "'"
+        key = (name, device, preprocess, dtype)
+        if cache is not None and key in cache:
+            out[short] = cache[key]
+            continue
         out[short] = load(name, device, preprocess=preprocess, dtype=dtype)
+        if cache is not None:
+            cache[key] = out[short]
     return out
 
 

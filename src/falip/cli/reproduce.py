@@ -20,7 +20,8 @@ def _run_falip(args: list[str]) -> None:
     "--data",
     type=click.Path(dir_okay=False),
     default=None,
-    help="TOML file naming the data folders (template in docs/REPRODUCE.md).",
+    help="TOML file naming the data folders (template in docs/REPRODUCE.md), or `scenes`: the scene world "
+    "and the embedded toy model, offline.",
 )
 @click.option(
     "--model",
@@ -44,9 +45,30 @@ def _run_falip(args: list[str]) -> None:
     default=None,
     help="Every run's weights and activations [default float32]; float16 on a GPU is the authors' mode.",
 )
-def reproduce(table, list_tables, data, model, out, limit, print_commands, quiet, dtype) -> None:
+@click.option(
+    "--count", type=int, default=None, help="With --data scenes: how many test scenes [default 500]."
+)
+@click.option(
+    "--modelnet40",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="With --data scenes: a ModelNet40 folder for Table 3, e.g. ../shared/data/modelnet40-sample.",
+)
+@click.option(
+    "--scanobjectnn",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="With --data scenes: ScanObjectNN's h5_files.",
+)
+def reproduce(
+    table, list_tables, data, model, out, limit, print_commands, quiet, dtype, count, modelnet40, scanobjectnn
+) -> None:
     """Run the commands of the paper's Table TABLE (resumable), then print it in the paper's layout,
-    each cell ours beside the paper's number and the difference."""
+    each cell ours beside the paper's number and the difference.
+
+    With `--data scenes` every table runs offline on the scene world with the embedded toy model (a model
+    organism, not OpenAI's CLIP): the paper's rows in its order, the paper's average beside ours with its
+    Wilson 95% interval, and each row's rank in both."""
     from ..errors import FalipError
     from ..paper.reproduce import (
         collect,
@@ -57,6 +79,7 @@ def reproduce(table, list_tables, data, model, out, limit, print_commands, quiet
         table_commands,
         table_list,
     )
+    from .eval import reuse_models
 
     if list_tables:
         click.echo(table_list())
@@ -64,6 +87,14 @@ def reproduce(table, list_tables, data, model, out, limit, print_commands, quiet
     if table is None:
         raise FalipError("name a table (1-14), or --list")
     spec = get_table(table)
+    if data == "scenes":
+        with reuse_models():  # the table's runs share the model
+            _scenes(
+                spec.number, model, out, limit, print_commands, quiet, dtype, count, modelnet40, scanobjectnn
+            )
+        return
+    if count is not None or modelnet40 is not None or scanobjectnn is not None:
+        raise FalipError("--count, --modelnet40 and --scanobjectnn go with --data scenes")
     if print_commands:
         click.echo("\n".join(table_commands(spec.number)))
         return
@@ -77,17 +108,18 @@ def reproduce(table, list_tables, data, model, out, limit, print_commands, quiet
         if out is None:
             raise FalipError("--out is needed: the folder for the table's runs")
         folder = Path(out)
-        run_table(
-            spec.number,
-            config,
-            folder,
-            _run_falip,
-            model=model,
-            limit=limit,
-            dtype=dtype,
-            quiet=quiet,
-            log=lambda line: click.echo(line, err=True),
-        )
+        with reuse_models():  # the table's runs share their models
+            run_table(
+                spec.number,
+                config,
+                folder,
+                _run_falip,
+                model=model,
+                limit=limit,
+                dtype=dtype,
+                quiet=quiet,
+                log=lambda line: click.echo(line, err=True),
+            )
     text = format_table(spec.number, collect(spec.number, config, folder or Path(".")))
     if spec.note:
         text += f"\n({spec.note}.)\n"
@@ -95,3 +127,39 @@ def reproduce(table, list_tables, data, model, out, limit, print_commands, quiet
     if folder is not None:
         (folder / f"table{spec.number}.md").write_text(text)
         click.echo(f"written: {folder / f'table{spec.number}.md'}")
+
+
+def _scenes(number, model, out, limit, print_commands, quiet, dtype, count, modelnet40, scanobjectnn) -> None:
+    """`falip reproduce N --data scenes`: the table's commands derived for the scene world, run, printed."""
+    from ..errors import FalipError
+    from ..inputs import checks
+    from ..paper.scenes import DEFAULT_COUNT, TOY, print_scene_commands, run_scene_table, scene_table
+
+    count = checks.count("--count", DEFAULT_COUNT if count is None else count)
+    clouds = {k: v for k, v in (("modelnet40", modelnet40), ("scanobjectnn", scanobjectnn)) if v is not None}
+    model = model or TOY
+    if print_commands:
+        click.echo(print_scene_commands(number, count, model, clouds))
+        return
+    folder = None
+    if number not in ("7", "8", "9"):
+        if out is None:
+            raise FalipError("--out is needed: the folder for the table's runs")
+        folder = Path(out)
+        run_scene_table(
+            number,
+            folder,
+            _run_falip,
+            count=count,
+            model=model,
+            clouds=clouds,
+            limit=limit,
+            dtype=dtype,
+            quiet=quiet,
+            log=lambda line: click.echo(line, err=True),
+        )
+    text = scene_table(number, folder, count, model, clouds)
+    click.echo(text, nl=False)
+    if folder is not None:
+        (folder / f"table{number}_scenes.md").write_text(text)
+        click.echo(f"written: {folder / f'table{number}_scenes.md'}")

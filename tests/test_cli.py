@@ -71,7 +71,7 @@ def test_score_ranks_every_region_for_every_text(hf_dir, image_path, tmp_path, m
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--box", "1,2,3"], "--box needs 4 numbers"),
+        (["--box", "1,2,3"], "error: --box needs 4 numbers, got '1,2,3'"),
         (["--box", "100,100,5,5"], "error: region 0: box lies wholly outside the 48x40 image"),
         (["--box", "1,2,0,5"], "error: region 0: box has zero"),
         (["--box", "1,2,5,5", "--layers", "40"], "error: layer 40 does not exist"),
@@ -84,9 +84,25 @@ def test_bad_input_is_one_line_on_stderr(hf_dir, image_path, monkeypatch, capsys
         argv += ["--text", "x"]
     code, out, err = run(argv, monkeypatch, capsys)
     assert code == 2
-    assert message in err
+    assert err.strip().splitlines() == [err.strip()] and err.startswith(message)
     assert "Traceback" not in err
-    assert message in err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["score"], "error: missing argument 'IMAGE'."),
+        (["score", "x.png", "--nope"], "error: no such option '--nope'."),
+        (["serve", "--port", "abc"], "error: invalid value for '--port': 'abc' is not a valid integer."),
+        (["demo", "--box", "1,2,3,x"], "error: --box must be comma-separated numbers, got '1,2,3,x'"),
+        (["nosuch"], "error: no such command 'nosuch'."),
+        (["eval", "rec", "scenes", "--method", "falip"], "error: missing option '--out'."),
+    ],
+)
+def test_clicks_own_usage_errors_are_one_line_error_with_status_2(argv, message, monkeypatch, capsys):
+    code, out, err = run(argv, monkeypatch, capsys)
+    assert code == 2 and out == "" and "Usage:" not in err
+    assert err.strip().splitlines() == [err.strip()] and err.strip().startswith(message)
 
 
 def test_missing_image_and_model(hf_dir, tmp_path, monkeypatch, capsys):

@@ -171,7 +171,6 @@ def test_heads_rank_writes_the_csv_and_the_png_and_resumes(tmp_path):
     # the effect is the mean over regions of ||G' - G||, recomputed here for one head
     from falip.datasets import open_rec, read_image
     from falip.inputs.images import open_image
-    from falip.inputs.regions import to_xyxy
     from falip.tasks.visual_prompts import red_circle
 
     layer, head = int(rows[0]["layer"]), int(rows[0]["head"])
@@ -180,7 +179,7 @@ def test_heads_rank_writes_the_csv_and_the_png_and_resumes(tmp_path):
         image = open_image(read_image(item.image))
         original = decompose(model.backbone.visual, model.pixels(image)).heads[0, layer, head]
         for box in item.boxes:
-            edited = decompose(model.backbone.visual, model.pixels(red_circle(image, to_xyxy(box)))).heads[
+            edited = decompose(model.backbone.visual, model.pixels(red_circle(image, box))).heads[
                 0, layer, head
             ]
             norms.append((edited - original).norm().item())

@@ -18,7 +18,7 @@ from falip.tasks.visual_prompts import (
     red_circle,
 )
 
-BOX = (30.0, 20.0, 90.0, 60.0)
+BOX = (30.0, 20.0, 60.0, 40.0)  # x, y, w, h: corners (30, 20) and (90, 60)
 
 
 @pytest.fixture
@@ -57,7 +57,9 @@ def test_red_circle_draws_pure_red_only_on_the_inscribed_ellipse(image):
 
 @pytest.mark.parametrize("size, width", [((1000, 600), 5), ((400, 300), 2), ((150, 100), 1)])
 def test_red_circle_width_is_the_authors_max_side_over_200(size, width):
-    out = red_circle(flat(*size), (size[0] * 0.1, size[1] * 0.1, size[0] * 0.6, size[1] * 0.7))
+    out = red_circle(
+        flat(*size), (size[0] * 0.1, size[1] * 0.1, size[0] * 0.6, size[1] * 0.7), box_format="xyxy"
+    )
     row = red_pixels(out)[int(size[1] * 0.4)]  # the ellipse's widest row
     left = np.flatnonzero(row)
     run = np.flatnonzero(np.diff(left) > 1)
@@ -67,7 +69,7 @@ def test_red_circle_width_is_the_authors_max_side_over_200(size, width):
 @pytest.mark.parametrize("e", TABLE14_ENLARGEMENTS)
 def test_table14_enlargements_grow_the_box_by_pixels_and_clip_to_the_image(e):
     img = flat(1000, 600)
-    ys, xs = np.nonzero(red_pixels(VISUAL_PROMPTS[f"red_circle_e{e}"](img, (300, 200, 500, 400))))
+    ys, xs = np.nonzero(red_pixels(VISUAL_PROMPTS[f"red_circle_e{e}"](img, (300, 200, 200, 200))))
     expected = (max(300 - e, 0), min(500 + e, 999), max(200 - e, 0), min(400 + e, 599))
     assert (xs.min(), xs.max(), ys.min(), ys.max()) == expected
 
@@ -118,10 +120,10 @@ def test_grayscale_outside(image):
 def test_crop_is_the_box_and_clips_at_borders(image):
     out = crop(image, BOX)
     assert out.size == (60, 40) and np.array_equal(np.asarray(out), np.asarray(image)[20:60, 30:90])
-    assert crop(image, (100, 70, 200, 100)).size == (20, 10)
+    assert crop(image, (100, 70, 100, 30)).size == (20, 10)
     assert crop(image, BOX, margin=0.5).size == (120, 80)
     with pytest.raises(FalipError):
-        crop(image, (200, 0, 300, 10))
+        crop(image, (200, 0, 100, 10))
 
 
 def test_cpt_shade_is_240_0_30_at_alpha_127_inside_the_box_only(image):
@@ -141,3 +143,21 @@ def test_registry(image):
     )
     with pytest.raises(FalipError, match="unknown visual prompt"):
         get_visual_prompt("arrow")
+
+
+@pytest.mark.parametrize("name", sorted(VISUAL_PROMPTS))
+def test_every_prompt_takes_x_y_w_h_and_corners_with_box_format_xyxy(image, name):
+    """One box convention across the API: [x, y, w, h] by default, corners with box_format="xyxy"."""
+    prompt = VISUAL_PROMPTS[name]
+    xywh = np.asarray(prompt(image, BOX))
+    corners = np.asarray(prompt(image, (30, 20, 90, 60), box_format="xyxy"))
+    assert np.array_equal(xywh, corners)
+    if name != "crop" and not name.startswith("red_circle_e"):  # large enlargements clip to the whole image
+        assert changed(prompt(image, BOX), prompt(image, (30, 20, 90, 60))).any()  # not read as corners
+
+
+def test_a_bad_box_format_or_box_is_a_falip_error(image):
+    with pytest.raises(FalipError, match="unknown box format 'corners'"):
+        red_circle(image, BOX, box_format="corners")
+    with pytest.raises(FalipError, match="a box needs 4 numbers"):
+        blur_outside(image, (1, 2, 3))

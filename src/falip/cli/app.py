@@ -40,15 +40,31 @@ for _command in (
     cli.add_command(_command)
 
 
+def usage_message(exc: click.ClickException) -> str:
+    """Click's own error as one line: the message alone when it names its option (our `ParamType`s do),
+    else click's (``Invalid value for '--port': ...``, ``No such option: --foo``), first letter lowered."""
+    message = exc.format_message()
+    param = getattr(exc, "param", None)
+    names_itself = param is not None and any(o in exc.message for o in param.opts)
+    if isinstance(exc, click.BadParameter) and names_itself:
+        message = exc.message
+    message = " ".join(message.split())
+    return message[:1].lower() + message[1:] if message[1:2].islower() else message
+
+
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit status 2."""
+    """Entry point: every user error, click's usage errors included, is one line `error: ...` on stderr
+    and exit status 2; `falip` alone prints its help."""
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
         sys.exit(130)
-    except click.ClickException as exc:
+    except click.exceptions.NoArgsIsHelpError as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(f"error: {usage_message(exc)}", err=True)
+        sys.exit(2)
     except FalipError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -66,7 +66,7 @@ def rank_heads(
         for item in tqdm(todo, desc="images", unit="img", disable=not progress):
             image = open_image(read_image(item.image))
             regions = [r() if callable(r) else r for r in item.regions]
-            prompted = model.pixels([draw(image, region_box(r)) for r in regions]).to(
+            prompted = model.pixels([draw(image, region_box(r), box_format="xyxy") for r in regions]).to(
                 model.device, model.dtype
             )
             original = model.pixels(image).to(model.device, model.dtype)

@@ -108,7 +108,7 @@ def _two_stream(mode: str) -> Features:
     prompt = VISUAL_PROMPTS[TWO_STREAM_PROMPT]
 
     def features(model, image, regions, settings) -> torch.Tensor:
-        edited = [prompt(image, region_box(r)) for r in regions]
+        edited = [prompt(image, region_box(r), box_format="xyxy") for r in regions]
         return model.encode_two_stream(
             image,
             edited,
@@ -143,7 +143,7 @@ def _unleashed(prompt_name: str) -> Features:
     prompt = VISUAL_PROMPTS[prompt_name]
 
     def features(model, image, regions, settings, unleash_layers=None, unleash_heads=None) -> torch.Tensor:
-        edited = [prompt(image, region_box(r)) for r in regions]
+        edited = [prompt(image, region_box(r), box_format="xyxy") for r in regions]
         return model.encode_unleashed(image, edited, layers=unleash_layers, heads=_heads(unleash_heads))
 
     return features
@@ -153,7 +153,7 @@ def _prompted(prompt_name: str, then_falip: bool = False) -> Features:
     prompt = VISUAL_PROMPTS[prompt_name]
 
     def features(model, image, regions, settings) -> torch.Tensor:
-        edited = [prompt(image, region_box(r)) for r in regions]
+        edited = [prompt(image, region_box(r), box_format="xyxy") for r in regions]
         if not then_falip:
             return model.encode_image(edited)
         return torch.cat([model.encode_regions(e, [r], settings=settings) for e, r in zip(edited, regions)])

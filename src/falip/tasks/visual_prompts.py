@@ -1,8 +1,10 @@
 """Visual prompts that edit pixels: the baselines FALIP is compared with in the paper, drawn as the
 FALIP authors' code (pumpkin805/FALIP `executor.py`, itself ReCLIP's) draws them.
 
-Each prompt is a function `(image, box_xyxy) -> image` on PIL RGB images, boxes in pixels of the
-original image; the registry `VISUAL_PROMPTS` names them, and `compose` chains them.
+Each prompt is a function `(image, box, *, box_format="xywh") -> image` on PIL RGB images, boxes in
+pixels of the original image as everywhere in falip's API: `[x, y, w, h]` (COCO), or corners
+`[x0, y0, x1, y1]` with `box_format="xyxy"`; the registry `VISUAL_PROMPTS` names them, and `compose`
+chains them.
 
 | name | what | the authors' values |
 | --- | --- | --- |
@@ -30,9 +32,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from ..errors import FalipError
+from ..inputs.regions import to_xyxy
 
 Box = tuple[float, float, float, float]
-VisualPrompt = Callable[[Image.Image, Box], Image.Image]
+VisualPrompt = Callable[..., Image.Image]  # (image, box, *, box_format="xywh") -> image
 
 RED = (255, 0, 0)
 BLUR_STD = 100.0
@@ -68,10 +71,24 @@ def circle_width(image: Image.Image) -> int:
 
 
 def red_circle(
-    image: Image.Image, box: Box, colour=RED, width: int | None = None, enlarge: float = 0.0
+    image: Image.Image,
+    box: Box,
+    colour=RED,
+    width: int | None = None,
+    enlarge: float = 0.0,
+    *,
+    box_format: str = "xywh",
 ) -> Image.Image:
     """RedCircle (Shtedritski et al., 2023): a red ellipse inscribed in the box, `width` pixels wide
-    (default the authors' `circle_width`); `enlarge` grows the box by that many pixels first."""
+    (default the authors' `circle_width`); `enlarge` grows the box by that many pixels first.
+
+    Args:
+        image: PIL RGB image.
+        box: `[x, y, w, h]` in pixels, or corners with `box_format="xyxy"`.
+    Raises:
+        FalipError: a box that is not 4 finite numbers, or an unknown `box_format`.
+    """
+    box = to_xyxy(box, box_format)
     if enlarge:
         box = enlarge_box(image, box, enlarge)
     out = image.copy()
@@ -88,40 +105,56 @@ def _blurred_outside(image: Image.Image, keep: Image.Image, std: float) -> Image
     return blurred
 
 
-def blur_outside(image: Image.Image, box: Box, std: float = BLUR_STD) -> Image.Image:
-    """ReCLIP's blur: everything but the box blurred with a Gaussian of std `std` pixels (default 100)."""
+def blur_outside(
+    image: Image.Image, box: Box, std: float = BLUR_STD, *, box_format: str = "xywh"
+) -> Image.Image:
+    """ReCLIP's blur: everything but the box blurred with a Gaussian of std `std` pixels (default 100).
+    `box`: `[x, y, w, h]` in pixels, or corners with `box_format="xyxy"`; a box covering no pixel is a
+    `FalipError`."""
+    box = to_xyxy(box, box_format)
     left, top, right, bottom = _pixel_box(image, box)
     keep = Image.new("L", image.size, 0)
     keep.paste(255, (left, top, right, bottom))
     return _blurred_outside(image, keep, std)
 
 
-def blur_outside_ellipse(image: Image.Image, box: Box, std: float = BLUR_STD) -> Image.Image:
-    """Table 2's "Blur": everything but the box's inscribed ellipse blurred (std `std` pixels)."""
+def blur_outside_ellipse(
+    image: Image.Image, box: Box, std: float = BLUR_STD, *, box_format: str = "xywh"
+) -> Image.Image:
+    """Table 2's "Blur": everything but the box's inscribed ellipse blurred (std `std` pixels).
+    `box`: `[x, y, w, h]` in pixels, or corners with `box_format="xyxy"`."""
+    box = to_xyxy(box, box_format)
     _pixel_box(image, box)
     keep = Image.new("L", image.size, 0)
     ImageDraw.Draw(keep).ellipse(tuple(float(v) for v in box), fill=255)
     return _blurred_outside(image, keep, std)
 
 
-def grayscale_outside(image: Image.Image, box: Box) -> Image.Image:
-    """Grey everywhere but the box (ours: not one of the paper's prompts)."""
+def grayscale_outside(image: Image.Image, box: Box, *, box_format: str = "xywh") -> Image.Image:
+    """Grey everywhere but the box (ours: not one of the paper's prompts). `box`: `[x, y, w, h]` in
+    pixels, or corners with `box_format="xyxy"`."""
+    box = to_xyxy(box, box_format)
     left, top, right, bottom = _pixel_box(image, box)
     out = image.convert("L").convert("RGB")
     out.paste(image.crop((left, top, right, bottom)), (left, top))
     return out
 
 
-def crop(image: Image.Image, box: Box, margin: float = 0.0) -> Image.Image:
-    """The box alone, grown by `margin` (a fraction of its size) on every side."""
-    x0, y0, x1, y1 = (float(v) for v in box)
+def crop(image: Image.Image, box: Box, margin: float = 0.0, *, box_format: str = "xywh") -> Image.Image:
+    """The box alone, grown by `margin` (a fraction of its size) on every side. `box`: `[x, y, w, h]` in
+    pixels, or corners with `box_format="xyxy"`."""
+    x0, y0, x1, y1 = to_xyxy(box, box_format)
     dx, dy = (x1 - x0) * margin, (y1 - y0) * margin
     return image.crop(_pixel_box(image, (x0 - dx, y0 - dy, x1 + dx, y1 + dy)))
 
 
-def colour_shade(image: Image.Image, box: Box, colour=CPT_TINT, alpha: int = CPT_ALPHA) -> Image.Image:
+def colour_shade(
+    image: Image.Image, box: Box, colour=CPT_TINT, alpha: int = CPT_ALPHA, *, box_format: str = "xywh"
+) -> Image.Image:
     """CPT (Yao et al., 2021) as ReCLIP adapts it: the box's pixels alpha-composited under `colour`
-    at `alpha` of 255 (default (240, 0, 30) at 127); pair with `cpt_text`."""
+    at `alpha` of 255 (default (240, 0, 30) at 127); pair with `cpt_text`. `box`: `[x, y, w, h]` in
+    pixels, or corners with `box_format="xyxy"`."""
+    box = to_xyxy(box, box_format)
     left, top, right, bottom = _pixel_box(image, box)
     overlay = Image.new("RGBA", image.size, (*colour, 0))
     overlay.paste((*colour, alpha), (left, top, right, bottom))
@@ -134,11 +167,11 @@ def cpt_text(expression: str, colour: str = "red") -> str:
 
 
 def compose(*prompts: VisualPrompt) -> VisualPrompt:
-    """Apply prompts left to right to the same box."""
+    """Apply prompts left to right to the same box (in the `box_format` the composed prompt is given)."""
 
-    def composed(image: Image.Image, box: Box) -> Image.Image:
+    def composed(image: Image.Image, box: Box, *, box_format: str = "xywh") -> Image.Image:
         for prompt in prompts:
-            image = prompt(image, box)
+            image = prompt(image, box, box_format=box_format)
         return image
 
     return composed

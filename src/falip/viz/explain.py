@@ -107,7 +107,7 @@ def explain(
     # Fig. 2: where [CLS] looks, plain, under each pixel prompt, and with FALIP.
     bias = attention_bias(row.to(model.dtype))
     plain = decompose(visual, pixels, token_layers=edited)
-    edited_images = {name: get_visual_prompt(name)(img, to_xyxy(box)) for name in prompts}
+    edited_images = {name: get_visual_prompt(name)(img, box) for name in prompts}
     prompted = {
         name: decompose(visual, model.pixels(e).to(model.device, model.dtype), token_layers=edited)
         for name, e in edited_images.items()

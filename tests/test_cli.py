@@ -1,13 +1,15 @@
 """The `falip` command: ranked output, one-line errors with exit status 2, and the benchmark."""
 
+import re
 import subprocess
 import sys
 
+import click
 import numpy as np
 import pytest
 from PIL import Image
 
-from falip.cli.app import main
+from falip.cli.app import cli, main
 
 
 def run(argv, monkeypatch, capsys):
@@ -55,7 +57,12 @@ def test_score_ranks_every_region_for_every_text(hf_dir, image_path, tmp_path, m
         capsys,
     )
     assert code == 0, err
-    lines = out.splitlines()
+    said, lines = out.splitlines()[:2], out.splitlines()[2:]
+    assert said[0] == f"model: {hf_dir}"
+    assert said[1] == (
+        "FALIP setting: alpha 0.2, sigma 100, layers 4,5 (0-based; the last third), form cls: "
+        "the paper's setting"
+    )
     assert lines[0] == "'a red square'" and lines[4] == "'black'"
     ranked = lines[1:4]
     assert [line.split()[0] for line in ranked] == ["1.", "2.", "3."]
@@ -200,3 +207,93 @@ def test_eval_bench_smoke():
         row.share == row.eval_rate / row.compute_rate
         and "% of the compute alone" in bench.format_eval_row(row, 3, 2)
     )
+
+
+def _commands(command, path=()):
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            yield from _commands(sub, (*path, name))
+    else:
+        yield " ".join(path), command
+
+
+@pytest.mark.parametrize("name, command", list(_commands(cli)), ids=lambda v: v if isinstance(v, str) else "")
+def test_each_commands_help_mentions_only_its_own_options(name, command):
+    """A help text that names an option the command lacks sends the reader astray (`eval pointcloud`
+    once spoke of --ensemble)."""
+    ctx = click.Context(command, info_name=f"falip {name}")
+    own = {opt for param in command.get_params(ctx) for opt in param.opts + param.secondary_opts}
+    mentioned = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", command.get_help(ctx)))
+    assert mentioned and mentioned <= own, sorted(mentioned - own)
+
+
+def test_pointcloud_offers_neither_ensemble_nor_the_region_methods_options():
+    ctx = click.Context(cli.commands["eval"].commands["pointcloud"])
+    own = {opt for param in ctx.command.get_params(ctx) for opt in param.opts}
+    assert not own & {"--ensemble", "--pasta-scale", "--pasta-heads", "--unleash-layers", "--unleash-heads"}
+
+
+@pytest.mark.parametrize(
+    "task, defaults",
+    [
+        ("rec", {"scenes": "test"}),
+        (
+            "cls",
+            {
+                "cub": "test",
+                "dogs": "test",
+                "waterbirds": "test",
+                "imagenet-s": "validation",
+                "scenes": "test",
+            },
+        ),
+        ("pointcloud", {"modelnet40": "test", "scanobjectnn": "test"}),
+    ],
+)
+def test_split_help_names_each_data_sets_default(task, defaults):
+    command = cli.commands["eval"].commands[task]
+    split = next(p for p in command.params if p.name == "split")
+    for dataset, default in defaults.items():
+        assert f"{dataset} {default}" in split.help
+    if task == "rec":
+        assert "required for refer" in split.help and "reclip, transvg: the annotation file" in split.help
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Loading a model fails the test: what is checked here must be refused before any load."""
+    import falip.engine.model
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(falip.engine.model, "load", refuse)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["demo", "--image", "IMG", "--box", "100,100,5,5", "--text", "x"],
+            "region 0: box lies wholly outside",
+        ),
+        (["demo", "--image", "IMG", "--box", "1,1,5,5"], "--image needs a non-empty --text"),
+        (["demo", "--image", "IMG", "--text", "x"], "--image needs at least one --box"),
+        (["demo", "--out", "demo.txt"], "--out takes a .png/.jpg/.jpeg/.webp file"),
+        (["demo", "--sigma", "0"], "sigma must be"),
+        (["explain", "IMG", "--out", "d"], "IMAGE needs --box"),
+        (["explain", "IMG", "--box", "0,0,0,5", "--out", "d"], "region 0: box has zero"),
+        (["explain", "--prompt", "arrow", "--out", "d"], "unknown visual prompt 'arrow'"),
+        (["explain", "--head", "x", "--out", "d"], "--head"),
+        (["explain", "--alpha", "nan", "--out", "d"], "alpha must be finite"),
+        (["score", "IMG", "--box", "60,0,5,5", "--text", "x"], "region 0: box lies wholly outside the 48x40"),
+        (["score", "IMG", "--box", "1,1,5,5", "--text", "x", "--sigma", "-1"], "sigma must be"),
+    ],
+)
+def test_inputs_are_checked_before_the_model_loads(
+    argv, message, image_path, no_model_load, monkeypatch, capsys
+):
+    argv = [str(image_path) if a == "IMG" else a for a in argv]
+    code, out, err = run(argv, monkeypatch, capsys)
+    assert code == 2 and err.startswith("error: ") and message in err, err
+    assert "was loaded" not in err

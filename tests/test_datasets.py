@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import SHARED
 from falip.datasets import CLS_DATASETS, REC_DATASETS, open_cls, open_rec, read_image
-from falip.errors import FalipError
+from falip.errors import FalipError, command_line
 
 COCO = "COCO_train2014_000000000042.jpg"
 
@@ -200,7 +200,9 @@ def test_waterbirds_takes_cub_boxes_and_groups(tmp_path):
         ([10, 10, 30, 20], 1, "waterbird/land"),
         ([0, 0, 40, 40], 0, "landbird/water"),
     ]
-    with pytest.raises(FalipError, match="needs --cub-root"):
+    with pytest.raises(FalipError, match="needs cub_root="):  # Python names the argument
+        open_cls("waterbirds", root=tmp_path / "wb")
+    with command_line(), pytest.raises(FalipError, match="needs --cub-root"):  # the CLI its option
         open_cls("waterbirds", root=tmp_path / "wb")
 
 
@@ -230,7 +232,12 @@ def test_registries_name_what_they_need():
     assert set(CLS_DATASETS) == {"cub", "dogs", "waterbirds", "imagenet-s", "scenes"}
     with pytest.raises(FalipError, match="unknown classification dataset 'cifar'"):
         open_cls("cifar")
-    with pytest.raises(FalipError, match="cub does not take --images"):
+    with pytest.raises(FalipError, match="cub does not take images=; it takes root=, split="):
+        open_cls("cub", root="x", images="y")
+    with (
+        command_line(),
+        pytest.raises(FalipError, match="cub does not take --images; it takes --root, --split"),
+    ):
         open_cls("cub", root="x", images="y")
     scenes = open_rec("scenes", count=4)
     for item in scenes:

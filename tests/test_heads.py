@@ -197,6 +197,10 @@ def test_explain_writes_every_picture_for_a_scene_and_returns_the_arrays(tmp_pat
 
     result = CliRunner().invoke(cli, ["explain", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
+    assert (
+        "FALIP setting: alpha 0.2, sigma 100, layers 8-11 (0-based; the last third), form cls: the paper's "
+        "setting" in result.output
+    )
     for name in (
         "attention",
         "heads",

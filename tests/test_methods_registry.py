@@ -46,6 +46,8 @@ def test_a_plugin_method_runs_through_falip_eval_rec_scenes(plugin_on_path, tmp_
         cli, [*args, "--method", "falip", "--alpha", "4.0", "--out", str(tmp_path / "a4")]
     )
     assert direct.exit_code == 0, direct.output
+    said = "FALIP setting: alpha {}, sigma 100, layers 8-11 (0-based; the last third), form cls"
+    assert said.format(1) in x4.output and said.format(4) in direct.output  # each run says its setting
 
     def scores(folder):
         records = [

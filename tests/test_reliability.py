@@ -114,8 +114,9 @@ def test_a_checkpoint_without_tokenizer_files_refuses_text(tmp_path):
         if f.name not in ("config.json", "model.safetensors"):
             f.unlink()
     model = falip.load(folder)
-    with pytest.raises(FalipError, match="no tokenizer"):
+    with pytest.raises(FalipError, match=r"no tokenizer: pass tokenizer=\.\.\. to falip\.load") as raised:
         model.encode_text(["a cat", "a dog"])
+    assert "--tokenizer" not in str(raised.value)  # Python names the argument, the CLI its option
     image = tmp_path / "x.png"
     Image.fromarray(IMAGE).save(image)
     result = subprocess.run(
@@ -139,7 +140,8 @@ def test_a_checkpoint_without_tokenizer_files_refuses_text(tmp_path):
     assert (
         result.returncode == 2
         and result.stderr.strip().startswith("error:")
-        and "no tokenizer" in result.stderr
+        and "no tokenizer: pass --tokenizer (" in result.stderr
+        and "falip.load" not in result.stderr
     )
     assert len(result.stderr.strip().splitlines()) == 1
 

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from ..errors import FalipError
+from ..errors import FalipError, command_line
 from .demo import demo, serve
 from .eval import eval_group
 from .heads import explain_command, heads_group
@@ -56,7 +56,8 @@ def main() -> None:
     """Entry point: every user error, click's usage errors included, is one line `error: ...` on stderr
     and exit status 2; `falip` alone prints its help."""
     try:
-        cli.main(standalone_mode=False)
+        with command_line():
+            cli.main(standalone_mode=False)
     except click.exceptions.Abort:
         sys.exit(130)
     except click.exceptions.NoArgsIsHelpError as exc:

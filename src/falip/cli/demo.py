@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ..inputs.settings import PAPER
-from .options import BOX, LAYERS
+from .options import BOX, LAYERS, say_model, say_setting
 
 
 @click.command("demo")
@@ -48,23 +50,44 @@ def demo(model_name, image, boxes, text, labels, seed, alpha, sigma, layers, out
     """FALIP on one image: rank boxes for an expression, name each box, and draw where [CLS] looks."""
     from ..engine.model import load
     from ..inputs.images import open_image
-    from ..viz.demo import demo_setting, run_demo
+    from ..inputs.regions import check_regions
+    from ..inputs.settings import FalipSettings
+    from ..viz.demo import PICTURE_SUFFIXES, demo_setting, run_demo
 
-    picture = open_image(image) if image else None  # a bad image fails before the model loads
+    # every input is checked before the model loads
+    picture = open_image(image) if image else None
     if picture is None and boxes:
         raise click.UsageError("--box needs --image (the generated scene brings its own boxes)")
+    if picture is not None and not boxes:
+        raise click.UsageError("--image needs at least one --box x,y,w,h to rank")
+    if picture is not None and (text is None or not text.strip()):
+        raise click.UsageError("--image needs a non-empty --text to rank its boxes against")
+    if picture is not None:
+        check_regions(list(boxes), picture.size)
+    if Path(out).suffix.lower() not in PICTURE_SUFFIXES:
+        raise click.BadParameter(
+            f"--out takes a {'/'.join(PICTURE_SUFFIXES)} file, got {out!r}", param_hint="--out"
+        )
+    given = {k: v for k, v in (("alpha", alpha), ("sigma", sigma), ("layers", layers)) if v is not None}
+    FalipSettings(**given)  # a bad --alpha, --sigma or --layers fails here
     model = load(model_name)
-    if model.name == "toy":
-        click.echo(
-            "model: the embedded toy CLIP (trained on generated shapes; a model organism, not OpenAI's CLIP)"
-        )
+    say_model(model)
     names = [n.strip() for n in labels.split(",") if n.strip()] if labels else None
-    setting = demo_setting(model)
-    if alpha is None and sigma is None and layers is None:
-        click.echo(
-            f"FALIP setting: alpha {setting['alpha']}, sigma {setting['sigma']}, layers "
-            f"{setting['layers'] or 'last third'} ({setting['source']})"
-        )
+    tuned = demo_setting(model)
+    setting = model.settings_for(
+        None,
+        alpha=tuned["alpha"] if alpha is None else alpha,
+        sigma=tuned["sigma"] if sigma is None else sigma,
+        layers=tuned["layers"] if layers is None else layers,
+    )
+    options = ", ".join(f"--{k}" for k in given)
+    paper = tuned["source"] == "the paper's setting"  # describe() says so itself
+    why = (
+        (None if paper else tuned["source"])
+        if not given
+        else f"{options} as given; otherwise {tuned['source']}"
+    )
+    say_setting(setting, model.depth, why)
     result = run_demo(
         model,
         out,
@@ -120,13 +143,19 @@ def demo(model_name, image, boxes, text, labels, seed, alpha, sigma, layers, out
 def serve(model_name, host, port, device, request_timeout) -> None:
     """FALIP in the browser: upload a photo, draw boxes, type what to look for (API at /docs)."""
     from ..engine.model import load
-    from ..web.server import TOY_NOTE, host_warning, make_server
+    from ..viz.demo import demo_setting
+    from ..web.server import host_warning, make_server
 
     warning = host_warning(host)
     if warning:
         click.echo(warning, err=True)
     model = load(model_name, device)
     server = make_server(model, host, port, request_timeout=request_timeout)
-    click.echo(f"model: {TOY_NOTE if model.name == 'toy' else model.name}")
+    say_model(model)
+    tuned = demo_setting(model)
+    start = model.settings_for(None, alpha=tuned["alpha"], sigma=tuned["sigma"], layers=tuned["layers"])
+    say_setting(
+        start, model.depth, f"the page starts from it, {tuned['source']}; the page's fields change it"
+    )
     click.echo(f"serving on {server.url}/ (the API's documentation: {server.url}/docs; Ctrl-C stops)")
     server.serve_forever()

@@ -10,15 +10,34 @@ from pathlib import Path
 
 import click
 
+from ..datasets import CLOUD_DATASETS, CLS_DATASETS, REC_DATASETS
 from ..inputs.settings import PAPER
-from .options import LAYERS, numbers
+from .options import LAYERS, numbers, say_model, say_setting
 
 
 def _list(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
 
 
-def _shared_options(func):
+def _split_help(registry: dict) -> str:
+    """--split's help: each data set's default split, read off its loader."""
+    from ..datasets import default_splits
+
+    splits = default_splits(registry)
+    named = [f"{name} {split}" for name, split in splits.items() if split]
+    required = [name for name, split in splits.items() if split is None]
+    fixed = [name for name in registry if name not in splits]
+    text = f"Data set split [default: {', '.join(named)}]"
+    if required:
+        text += f"; required for {', '.join(required)}"
+    if fixed:
+        text += f"; {', '.join(fixed)}: the annotation file is the split"
+    return text + "."
+
+
+def _shared_options(registry: dict, ensemble: bool, region_methods: bool):
+    """The options every `falip eval` command shares; `ensemble` when the command has --ensemble,
+    `region_methods` when it takes every region method (with PASTA's and unleash's own options)."""
     options = [
         click.argument("dataset"),
         click.option(
@@ -28,14 +47,17 @@ def _shared_options(func):
             multiple=True,
             default=("toy",),
             show_default=True,
-            help="Checkpoint(s); several give one row each (and join an --ensemble).",
+            help="Checkpoint(s); several give one row each"
+            + (" (and join an --ensemble)." if ensemble else "."),
         ),
         click.option(
             "--method",
             "methods",
             default="plain,falip",
             show_default=True,
-            help="Comma-separated region methods (see `falip eval methods`).",
+            help="Comma-separated region methods (see `falip eval methods`)."
+            if region_methods
+            else "Comma-separated: plain, falip.",
         ),
         click.option("--alpha", type=float, default=PAPER.alpha, show_default=True),
         click.option("--sigma", type=float, default=PAPER.sigma, show_default=True),
@@ -49,6 +71,8 @@ def _shared_options(func):
             show_default=True,
             help="Mask form a/b/c (Table 6).",
         ),
+    ]
+    method_options = [
         click.option(
             "--pasta-scale",
             type=float,
@@ -72,7 +96,9 @@ def _shared_options(func):
             default=None,
             help="<prompt>+unleash: LAYER:HEAD,... to edit [default: every head of --unleash-layers].",
         ),
-        click.option("--split", default=None, help="Dataset split (each dataset has its own default)."),
+    ]
+    rest = [
+        click.option("--split", default=None, help=_split_help(registry)),
         click.option(
             "--limit", type=int, default=None, help="Only the first N expressions / images (a quick run)."
         ),
@@ -103,9 +129,14 @@ def _shared_options(func):
             help="Stop at the first bad annotation or example instead of skipping it.",
         ),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    chosen = options + (method_options if region_methods else []) + rest
+
+    def decorate(func):
+        for option in reversed(chosen):
+            func = option(func)
+        return func
+
+    return decorate
 
 
 _LOADED: ContextVar[dict | None] = ContextVar("falip_loaded_models", default=None)
@@ -144,6 +175,24 @@ def _models(names, device, preprocess, dtype: str = "float32") -> dict:
     return out
 
 
+def _loaded(names, device, preprocess, config, dtype: str = "float32") -> dict:
+    """The models, loaded once the data and the settings have passed their checks; says which models and
+    which FALIP setting the run uses."""
+    import os
+
+    from ..inputs.settings import FalipSettings
+
+    models = _models(names, device, preprocess, dtype)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for all
+        return models
+    for model in models.values():
+        say_model(model)
+    depths = {model.depth for model in models.values()}
+    setting = FalipSettings(alpha=config.alpha, sigma=config.sigma, layers=config.layers, form=config.form)
+    say_setting(setting, depths.pop() if len(depths) == 1 else None, "in every method with FALIP")
+    return models
+
+
 def _data_options(**given) -> dict:
     """The dataset options the user gave (click hands paths over as strings, so they save as JSON)."""
     return {k: v for k, v in given.items() if v is not None}
@@ -175,7 +224,7 @@ def eval_group() -> None:
 
 
 @eval_group.command("rec")
-@_shared_options
+@_shared_options(REC_DATASETS, ensemble=True, region_methods=True)
 @click.option(
     "--annotations",
     type=click.Path(),
@@ -325,7 +374,7 @@ def eval_rec(
             data=data_opts,
         )
         summary = run_rec(
-            _models(models, device, preprocess, dtype),
+            _loaded(models, device, preprocess, config, dtype),
             data,
             config,
             Path(out),
@@ -337,7 +386,7 @@ def eval_rec(
 
 
 @eval_group.command("cls")
-@_shared_options
+@_shared_options(CLS_DATASETS, ensemble=False, region_methods=True)
 @click.option("--root", type=click.Path(file_okay=False), default=None, help="The dataset's folder.")
 @click.option(
     "--cub-root",
@@ -441,7 +490,7 @@ def eval_cls(
             data=data_opts,
         )
         summary = run_cls(
-            _models(models, device, preprocess, dtype),
+            _loaded(models, device, preprocess, config, dtype),
             data,
             config,
             Path(out),
@@ -453,7 +502,7 @@ def eval_cls(
 
 
 @eval_group.command("pointcloud")
-@_shared_options
+@_shared_options(CLOUD_DATASETS, ensemble=False, region_methods=False)
 @click.option(
     "--root",
     type=click.Path(file_okay=False),
@@ -516,10 +565,6 @@ def eval_pointcloud(
     sigma,
     layers,
     form,
-    pasta_scale,
-    pasta_heads,
-    unleash_layers,
-    unleash_heads,
     split,
     limit,
     out,
@@ -561,7 +606,6 @@ def eval_pointcloud(
             )
         data_opts = _data_options(root=root, split=split, variant=variant, points=points, seed=seed)
         data = open_clouds(dataset, **data_opts)
-        loaded = _models(models, device, preprocess, dtype)
         config = RunConfig(
             "pointcloud",
             dataset,
@@ -579,6 +623,7 @@ def eval_pointcloud(
             cloud_projection=projection,
             data=data_opts,
         )
+        loaded = _loaded(models, device, preprocess, config, dtype)
         if view_weights:
             beta = numbers(view_weights, "--view-weights", 10 if projection == "realistic" else 6)
             config.view_weights = {f"{name}:{method}": beta for name in loaded for method in config.methods}

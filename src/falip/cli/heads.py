@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..inputs.settings import PAPER
-from .options import BOX, LAYERS
+from .options import BOX, LAYERS, say_model, say_setting
 
 
 @click.group("heads")
@@ -204,17 +204,30 @@ def explain_command(
     paper's Figs. 6 and 15), contributions.png (with --text), foveal_mask.png; heads_attention.png (raw
     attention) and chefer.png (Chefer et al.'s relevance) are extras, not the paper's."""
     from ..engine.model import load
-    from ..errors import FalipError
     from ..inputs.images import open_image
     from ..inputs.masks import parse_heads
+    from ..inputs.regions import check_regions
+    from ..inputs.settings import FalipSettings
+    from ..tasks.visual_prompts import get_visual_prompt
     from ..viz.explain import explain
 
+    # every input is checked before the model loads
     picture = open_image(image) if image else None
+    if picture is not None and box is None:
+        raise click.UsageError("IMAGE needs --box x,y,w,h (without IMAGE: a generated scene and its object)")
+    if picture is not None:
+        check_regions([box], picture.size)
+    try:
+        chosen = parse_heads(head)[0] if head else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--head") from None
+    names = [p.strip() for p in prompts.split(",") if p.strip()]
+    for name in names:
+        get_visual_prompt(name)
+    FalipSettings(alpha=alpha, sigma=sigma, layers=layers)
     model = load(model_name)
-    if model.name == "toy":
-        click.echo(
-            "model: the embedded toy CLIP (trained on generated shapes; a model organism, not OpenAI's CLIP)"
-        )
+    say_model(model)
+    say_setting(model.settings_for(None, alpha=alpha, sigma=sigma, layers=layers), model.depth)
     if picture is None:
         from ..viz.demo import demo_scene
 
@@ -223,14 +236,7 @@ def explain_command(
         region = [float(v) for v in scene.objects[target].box] if box is None else box
         text = text if text is not None else f"a photo of {expression}"
     else:
-        if box is None:
-            raise FalipError("give --box x,y,w,h with an image")
         region = box
-    try:
-        chosen = parse_heads(head)[0] if head else None
-    except ValueError as exc:
-        raise FalipError(str(exc)) from None
-    names = [p.strip() for p in prompts.split(",") if p.strip()]
     result = explain(
         model,
         picture,

@@ -91,3 +91,17 @@ class Layers(click.ParamType):
 BOX = Numbers(4)
 NUMBERS = Numbers()
 LAYERS = Layers()
+
+
+TOY_NOTE = "the embedded toy CLIP (trained on generated shapes; a model organism, not OpenAI's CLIP)"
+
+
+def say_model(model) -> None:
+    """Print which model runs: the toy's note for the embedded toy CLIP, else its name."""
+    click.echo(f"model: {TOY_NOTE if model.name == 'toy' else model.name}")
+
+
+def say_setting(settings, depth: int | None = None, why: str | None = None) -> None:
+    """Print the FALIP setting a command runs with (`FalipSettings.describe`), and why when it is not the
+    paper's; every command that applies FALIP says it before its results."""
+    click.echo(f"FALIP setting: {settings.describe(depth)}" + (f" ({why})" if why else ""))

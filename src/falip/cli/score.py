@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..inputs.settings import PAPER
-from .options import BOX, LAYERS
+from .options import BOX, LAYERS, say_model, say_setting
 
 
 @click.command("score")
@@ -61,8 +61,13 @@ def score(
 
     from ..engine.model import load
     from ..inputs.images import open_image
+    from ..inputs.regions import check_regions
+    from ..inputs.settings import FalipSettings
 
-    picture = open_image(image)  # fail on a bad image before loading a large checkpoint
+    picture = open_image(image)  # fail on a bad image, box or setting before loading a large checkpoint
+    if boxes:
+        check_regions(list(boxes), picture.size, box_format)
+    FalipSettings(alpha=alpha, sigma=sigma, layers=layers)  # checked here, before the model loads
     regions: list = list(boxes)
     labels = ["box " + ",".join(f"{v:g}" for v in b) for b in boxes]
     for path in masks:
@@ -71,9 +76,10 @@ def score(
     if not regions:
         raise click.UsageError("give at least one region: --box x,y,w,h or --mask FILE")
     model = load(model_name, device, preprocess=preprocess, tokenizer=tokenizer)
-    logits = model.score(
-        picture, regions, list(texts), alpha=alpha, sigma=sigma, layers=layers, box_format=box_format
-    )
+    say_model(model)
+    setting = model.settings_for(None, alpha=alpha, sigma=sigma, layers=layers)
+    say_setting(setting, model.depth)
+    logits = model.score(picture, regions, list(texts), settings=setting, box_format=box_format)
     for t, text in enumerate(texts):
         click.echo(repr(text))
         for rank, r in enumerate(logits[:, t].argsort(descending=True).tolist(), 1):

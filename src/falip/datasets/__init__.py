@@ -10,7 +10,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import FalipError
+from ..errors import FalipError, spelled
 from .base import ClsDataset, ClsExample, RecExpression, RecImage, read_image
 from .classification import load_cub, load_dogs, load_imagenet_s, load_waterbirds
 from .pointclouds import CLOUD_DATASETS, CloudDataset, CloudExample
@@ -41,13 +41,24 @@ def _open(registry: dict[str, Callable], task: str, name: str, options: dict[str
     extra = sorted(set(given) - set(params))
     if extra:
         raise FalipError(
-            f"{name} does not take {', '.join('--' + e.replace('_', '-') for e in extra)}; it takes "
-            + ", ".join("--" + p.replace("_", "-") for p in params)
+            f"{name} does not take {', '.join(spelled(e) for e in extra)}; it takes "
+            + ", ".join(spelled(p) for p in params)
         )
     missing = [p for p, spec in params.items() if spec.default is inspect.Parameter.empty and p not in given]
     if missing:
-        raise FalipError(f"{name} needs {', '.join('--' + m.replace('_', '-') for m in missing)}")
+        raise FalipError(f"{name} needs {', '.join(spelled(m) for m in missing)}")
     return loader(**given)
+
+
+def default_splits(registry: dict[str, Callable]) -> dict[str, str | None]:
+    """Each data set's default `split` as its loader declares it (None: the split must be given); data
+    sets whose loader takes no split (the annotation file is the split) are left out."""
+    out = {}
+    for name, loader in registry.items():
+        param = inspect.signature(loader).parameters.get("split")
+        if param is not None:
+            out[name] = None if param.default is inspect.Parameter.empty else param.default
+    return out
 
 
 def open_rec(name: str, **options) -> list[RecImage]:
@@ -76,6 +87,7 @@ __all__ = [
     "REC_DATASETS",
     "CLS_DATASETS",
     "CLOUD_DATASETS",
+    "default_splits",
     "open_rec",
     "open_cls",
     "open_clouds",

@@ -9,7 +9,7 @@ import torch
 
 from ..backbones import ClipBackbone, ClipTokenizer, load_checkpoint
 from ..backbones.clip import resize_positions
-from ..errors import FalipError
+from ..errors import FalipError, spelled
 from ..inputs import checks
 from ..inputs.images import ImageInput, open_image
 from ..inputs.masks import resolve_layers, select_heads
@@ -406,10 +406,10 @@ class FalipModel:
 
     def tokenize(self, texts: str | Sequence[str]) -> torch.Tensor:
         if self.tokenizer is None:
+            where = "--tokenizer" if spelled("tokenizer") == "--tokenizer" else "tokenizer=... to falip.load"
             raise FalipError(
-                f"{self.name or 'this checkpoint'} has no tokenizer: pass tokenizer=... to falip.load "
-                "(a Hugging Face id or directory, or OpenAI's bpe_simple_vocab_16e6.txt.gz), or give token "
-                "ids"
+                f"{self.name or 'this checkpoint'} has no tokenizer: pass {where} (a Hugging Face id or "
+                "directory, or OpenAI's bpe_simple_vocab_16e6.txt.gz), or give token ids"
             )
         return self.tokenizer(texts)
 

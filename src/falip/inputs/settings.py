@@ -11,7 +11,15 @@ from dataclasses import dataclass
 
 from ..errors import FalipError
 from . import checks
-from .masks import BOX_RULES, GAUSSIAN_NUMERICS, MASK_FORMS
+from .masks import BOX_RULES, GAUSSIAN_NUMERICS, MASK_FORMS, default_layers
+
+
+def _span(layers) -> str:
+    """Layer indices as text: a contiguous run as "8-11", else "0,2,5"."""
+    values = sorted(int(v) for v in layers)
+    if len(values) > 2 and values == list(range(values[0], values[-1] + 1)):
+        return f"{values[0]}-{values[-1]}"
+    return ",".join(str(v) for v in values)
 
 
 def _choice(what: str, value: str, choices: tuple[str, ...]) -> str:
@@ -61,6 +69,34 @@ class FalipSettings:
         _choice("mask form", self.form, MASK_FORMS)
         _choice("box rule", self.box_rule, BOX_RULES)
         _choice("gaussian numerics", self.gaussian, GAUSSIAN_NUMERICS)
+
+    def describe(self, depth: int | None = None) -> str:
+        """One line naming the setting, as every `falip` command prints it, e.g.
+        ``alpha 0.2, sigma 100, layers 8-11 (0-based; the last third), form cls: the paper's setting``.
+
+        Args:
+            depth: the model's number of layers, to name the default layers (None: "the last third").
+        """
+        if self.layers is None:
+            layers = (
+                "the last third"
+                if depth is None
+                else f"{_span(default_layers(depth))} (0-based; the last third)"
+            )
+        else:
+            shown = self.layers if depth is None else [v % depth for v in self.layers]
+            layers = f"{_span(shown)} (0-based)"
+        text = f"alpha {self.alpha:g}, sigma {self.sigma:g}, layers {layers}, form {self.form}"
+        for name in ("box_rule", "gaussian"):
+            if getattr(self, name) != getattr(PAPER, name):
+                text += f", {name.replace('_', ' ')} {getattr(self, name)}"
+        paper = (self.alpha, self.sigma, self.layers, self.form) == (
+            PAPER.alpha,
+            PAPER.sigma,
+            None,
+            PAPER.form,
+        )
+        return text + (": the paper's setting" if paper else "")
 
     def with_(self, **changes) -> FalipSettings:
         """A copy with the given fields changed; a value of None keeps this one's (so keyword arguments

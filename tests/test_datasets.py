@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from conftest import SHARED
-from falip.datasets import CLS_DATASETS, REC_DATASETS, open_cls, open_rec, read_image
+from falip.datasets import CLS_DATASETS, REC_DATASETS, open_clouds, open_cls, open_rec, read_image
 from falip.errors import FalipError, command_line
 
 COCO = "COCO_train2014_000000000042.jpg"
@@ -243,3 +243,24 @@ def test_registries_name_what_they_need():
     for item in scenes:
         assert all(e.gold[0] in item.boxes for e in item.expressions)
         assert read_image(item.image).shape == (128, 128, 3)
+
+
+@pytest.mark.parametrize(
+    "open_data, what",
+    [
+        (lambda p: open_cls("cub", root=p), "CUB folder"),
+        (lambda p: open_cls("dogs", root=p), "Stanford Dogs folder"),
+        (lambda p: open_cls("waterbirds", root=p, cub_root=p), "Waterbirds folder"),
+        (lambda p: open_cls("imagenet-s", root=p), "ImageNet-S folder"),
+        (lambda p: open_clouds("modelnet40", root=p), "ModelNet40 folder"),
+        (lambda p: open_clouds("scanobjectnn", root=p), "ScanObjectNN folder"),
+        (lambda p: open_rec("refer", annotations=p, images=p, split="val"), "refer annotation folder"),
+    ],
+)
+def test_a_missing_data_folder_is_named_as_a_folder(tmp_path, open_data, what):
+    """Not as the first file looked for inside it (`images.txt not found`)."""
+    with pytest.raises(FalipError, match=f"^{what} not found: {tmp_path / 'nope'}"):
+        open_data(tmp_path / "nope")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(FalipError, match=f"^{what} is a file, not a folder: {tmp_path / 'file'}$"):
+        open_data(tmp_path / "file")

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 import falip
 from falip.cli.app import cli
-from falip.datasets import ClsDataset, ClsExample, RecExpression, RecImage
+from falip.datasets import ClsDataset, ClsExample, RecExpression, RecImage, open_rec
 from falip.errors import FalipError
 from falip.evaluation import runner as runner_module
 from falip.evaluation.runner import RunConfig, run_cls, run_rec
@@ -265,6 +265,23 @@ def test_cli_subtract_alone_means_500_negatives_and_pasta_options_reach_the_run(
         "10:1,11:0",
         0.1,
         "softmax-sum",
+    )
+    # 2 scenes hold far fewer than 500 other expressions: each expression's real count is said and saved
+    scenes = open_rec("scenes", count=2)
+    every = {e.text for item in scenes for e in item.expressions}
+    really = [len(every - {e.text for e in item.expressions}) for item in scenes for _ in item.expressions]
+    negatives = json.loads((tmp_path / "a" / "summary.json").read_text())["ensemble"]["negatives"]
+    assert negatives == {
+        "asked": 500,
+        "min": min(really),
+        "mean": pytest.approx(sum(really) / len(really)),
+        "max": max(really),
+        "fewer": len(really),
+        "n": len(really),
+    }
+    assert (
+        f"Subtract: 500 negative captions asked per expression; {len(really)} of {len(really)} expressions "
+        f"had fewer ({min(really)} to {max(really)}," in result.output
     )
     ten = runner.invoke(
         cli, args[:7] + ["--subtract", "--negatives", "10", "--out", str(tmp_path / "b"), "--quiet"]

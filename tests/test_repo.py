@@ -61,3 +61,26 @@ def test_readme_links_to_docs_pages_that_exist():
     assert {"docs/ENGINE.md", "docs/BENCHMARKS.md", "docs/TOY_MODEL.md", "docs/LAYOUT.md"} <= links
     for link in links:
         assert (ROOT / link).is_file(), link
+
+
+def written_paths() -> set[str]:
+    """The top-level paths the README's and docs/' commands write in the clone: every --out folder or
+    file, the Python examples' saved files, the demo's default picture and the Quickstart's venv."""
+    texts = [(ROOT / "README.md").read_text()] + [p.read_text() for p in sorted((ROOT / "docs").glob("*.md"))]
+    blocks = [b for text in texts for b in re.findall(r"```(?:bash|sh|python)\n(.*?)```", text, re.S)]
+    prose = [m for text in texts for m in re.findall(r"`(falip [^`]*)`", text)]
+    written = set()
+    for text in blocks + prose:
+        written |= {m.strip("'\"") for m in re.findall(r"--out[ =](\S+)", text)}
+        written |= set(re.findall(r"\.save\(\"([^\"]+)\"\)", text))
+        written |= {".venv" for _ in re.findall(r"python -m venv \.venv", text)}
+        if re.search(r"^falip demo(?!.*--out)", text, re.M):
+            written.add("falip-demo.png")
+    return {w.split("/")[0] for w in written if not w.startswith(("$", "/", ".."))}
+
+
+def test_gitignore_covers_what_the_documented_commands_write():
+    written = written_paths()
+    assert {"runs", "falip-demo.png", "scene.png", ".venv", "DIR"} <= written  # the parser finds them
+    ignored = {line.strip("/") for line in (ROOT / ".gitignore").read_text().splitlines() if line.strip()}
+    assert written <= ignored, sorted(written - ignored)

@@ -254,7 +254,10 @@ def test_reproduce_list_and_its_errors(tmp_path):
     partial = tmp_path / "partial.toml"
     partial.write_text('model = "x"\n')
     missing = runner.invoke(cli, ["reproduce", "5", "--data", str(partial), "--out", str(tmp_path / "o")])
-    assert "needs `reclip`" in str(missing.exception)
+    assert missing.exit_code == 0, missing.output  # nothing to run: every cell "-", each with its reason
+    assert "| Replace v | - (38.5) |" in missing.stdout
+    assert "Not run (their cells show -):" in missing.stdout
+    assert "needs `coco` (for $COCO), `reclip` (for $RECLIP) in the data config" in missing.stdout
 
 
 def test_print_commands_show_the_names_file_the_box_region_first_box_ties_and_both_vit_l_layer_sets():
@@ -281,3 +284,41 @@ def test_print_commands_show_the_names_file_the_box_region_first_box_ties_and_bo
         == 4
     )
     assert "FALIP ViT-L, the last 4 layers masked (the paper's text)" in TABLES["13"].extra
+
+
+def test_reproduce_runs_the_data_sets_the_config_names_and_says_why_the_rest_show_dashes(layouts, tmp_path):
+    data = tmp_path / "cub-only.toml"
+    data.write_text(f'model = "{layouts["$MODEL"]}"\ncub = "{layouts["$CUB"]}"\n')
+    out = tmp_path / "runs"
+    args = ["reproduce", "2", "--data", str(data), "--out", str(out), "--limit", "2", "--quiet"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    assert sorted(p.name for p in (out / "table2").iterdir()) == ["cub"]
+    row = next(line for line in result.stdout.splitlines() if line.startswith("| FALIP |"))
+    cells = [c.strip() for c in row.split("|")[2:-1]]  # Dogs top-1, top-5, CUB top-1, top-5, ...
+    assert cells[0].startswith("- (") and cells[1].startswith("- (")
+    assert not cells[2].startswith("-") and not cells[3].startswith("-")
+    assert all(c.startswith("- (") for c in cells[4:])
+    reasons = [
+        line
+        for line in result.stdout.split("Not run (their cells show -):\n", 1)[1].splitlines()
+        if line.startswith("- ")
+    ]
+    assert len(reasons) == 3
+    assert "cls dogs" in reasons[0] and "needs `dogs` (for $DOGS)" in reasons[0]
+    assert "imagenet-s" in reasons[1] and "needs `imagenet_s` (for $IMAGENET_S)" in reasons[1]
+    assert "waterbirds" in reasons[2] and "needs `waterbirds` (for $WATERBIRDS)" in reasons[2]
+
+
+def test_print_commands_fills_in_what_data_model_and_out_give(layouts, tmp_path):
+    data = tmp_path / "cub-only.toml"
+    data.write_text(f'cub = "{layouts["$CUB"]}"\n')
+    bare = CliRunner().invoke(cli, ["reproduce", "2", "--print-commands"])
+    assert bare.exit_code == 0 and "--root $CUB" in bare.output and "--out $OUT/table2/cub" in bare.output
+    args = ["reproduce", "2", "--print-commands", "--data", str(data), "--model", "M", "--out", "runs/t"]
+    filled = CliRunner().invoke(cli, args)
+    assert filled.exit_code == 0, filled.output
+    lines = filled.output.splitlines()
+    assert len(lines) == 4 and all("--model M " in line and "--out runs/t/table2/" in line for line in lines)
+    assert f"--root {layouts['$CUB']} " in lines[1] and f"--cub-root {layouts['$CUB']} " in lines[3]
+    assert "--root $DOGS" in lines[0] and "$OUT" not in filled.output and "$MODEL" not in filled.output

@@ -72,6 +72,7 @@ def reproduce(
     from ..errors import FalipError
     from ..paper.reproduce import (
         collect,
+        fill_in,
         format_table,
         get_table,
         load_data_config,
@@ -96,7 +97,9 @@ def reproduce(
     if count is not None or modelnet40 is not None or scanobjectnn is not None:
         raise FalipError("--count, --modelnet40 and --scanobjectnn go with --data scenes")
     if print_commands:
-        click.echo("\n".join(table_commands(spec.number)))
+        config = load_data_config(Path(data)) if data else {}
+        given = Path(out) if out else None
+        click.echo("\n".join(fill_in(c, config, given, model) for c in table_commands(spec.number)))
         return
     if not spec.cells and spec.number not in ("7", "8", "9"):
         raise FalipError(f"Table {spec.number} is {spec.note}")
@@ -104,12 +107,13 @@ def reproduce(
         raise FalipError("--data is needed: a TOML file naming the data folders (see docs/REPRODUCE.md)")
     config = load_data_config(Path(data))
     folder = None
+    left_out: list[str] = []
     if spec.cells:
         if out is None:
             raise FalipError("--out is needed: the folder for the table's runs")
         folder = Path(out)
         with reuse_models():  # the table's runs share their models
-            run_table(
+            left_out = run_table(
                 spec.number,
                 config,
                 folder,
@@ -123,8 +127,11 @@ def reproduce(
     text = format_table(spec.number, collect(spec.number, config, folder or Path(".")))
     if spec.note:
         text += f"\n({spec.note}.)\n"
+    if left_out:
+        text += "\nNot run (their cells show -):\n" + "".join(f"- {line}\n" for line in left_out)
     click.echo(text, nl=False)
     if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)  # also when no run could be made
         (folder / f"table{spec.number}.md").write_text(text)
         click.echo(f"written: {folder / f'table{spec.number}.md'}")
 

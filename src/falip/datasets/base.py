@@ -107,6 +107,14 @@ def require(path: Path, what: str, hint: str = "") -> Path:
     return path
 
 
+def require_folder(path: Path, what: str, hint: str = "") -> Path:
+    """`path` if it is a folder, else one error naming the missing folder (or the file in its place)."""
+    path = Path(path)
+    if path.is_file():
+        raise FalipError(f"{what} is a file, not a folder: {path}")
+    return require(path, what, hint)
+
+
 def read_table(
     path: Path, columns: int, skipped: Skipped | None = None, numeric: tuple[int, ...] = ()
 ) -> list[list[str]]:

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import FalipError
-from .base import ClsDataset, ClsExample, Skipped, read_table, require
+from .base import ClsDataset, ClsExample, Skipped, read_table, require, require_folder
 
 CUB_FILES = (
     "images.txt",
@@ -53,7 +53,7 @@ def _cub_tables(root: Path, skipped: Skipped) -> dict:
 def load_cub(root: Path, split: str = "test") -> ClsDataset:
     """CUB-200-2011 (`CUB_200_2011/`): the bird's box per image; split "test", "train" or "all".
     An image with a bad or missing box, label or split entry is skipped and named (`--strict`: an error)."""
-    root = Path(root)
+    root = require_folder(Path(root), "CUB folder", "CUB_200_2011, with images.txt")
     if split not in ("test", "train", "all"):
         raise FalipError(f"unknown CUB split {split!r}; choose test, train or all")
     skipped = Skipped()
@@ -110,7 +110,7 @@ def _dogs_split(root: Path, split: str) -> set[str] | None:
 def load_dogs(root: Path, split: str = "test") -> ClsDataset:
     """Stanford Dogs: `Images/<wnid>-<breed>/*.jpg`, `Annotation/<wnid>-<breed>/<file>` (VOC XML
     boxes), split lists `test_list.mat`/`train_list.mat`; the first object's box is the region."""
-    root = Path(root)
+    root = require_folder(Path(root), "Stanford Dogs folder", "with Images/ and Annotation/")
     images_dir = require(root / "Images", "Stanford Dogs image folder Images/")
     notes_dir = require(root / "Annotation", "Stanford Dogs annotation folder Annotation/")
     wanted = _dogs_split(root, split)
@@ -142,12 +142,12 @@ def load_waterbirds(root: Path, cub_root: Path, split: str = "test") -> ClsDatas
     """Waterbirds (`metadata.csv`: img_filename, y, split, place). The images are CUB birds pasted at
     their CUB position, so the region is the CUB box of the same file (`cub_root`). Classes:
     landbird (y=0), waterbird (y=1); the group is (bird, place) for worst-group accuracy."""
-    root = Path(root)
+    root = require_folder(Path(root), "Waterbirds folder", "with metadata.csv")
     if split not in WATERBIRDS_SPLITS:
         raise FalipError(f"unknown Waterbirds split {split!r}; choose {', '.join(WATERBIRDS_SPLITS)}")
     meta = require(root / "metadata.csv", "Waterbirds metadata.csv")
     skipped = Skipped()
-    t = _cub_tables(Path(cub_root), skipped)
+    t = _cub_tables(require_folder(Path(cub_root), "CUB folder", "CUB_200_2011, for the boxes"), skipped)
     box_of = {rel: t["boxes"][i] for i, rel in t["images"].items() if i in t["boxes"]}
     examples = []
     with open(meta, newline="") as handle:
@@ -226,7 +226,7 @@ def load_imagenet_s(
     `ImageNetS_categories_im919.txt`, any order: it is sorted), needed when the folder holds only
     some classes; by default the sorted class folders are the categories.
     Raises FalipError for a missing folder or file, an unknown region, or a class without a name."""
-    root = Path(root)
+    root = require_folder(Path(root), "ImageNet-S folder")
     if region not in ("mask", "box"):
         raise FalipError(f"unknown ImageNet-S region {region!r}; choose box or mask")
     images_dir = require(root / split, f"ImageNet-S image folder {split}/")

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import FalipError
 from ..tasks.projection import normalise_cloud
-from .base import require
+from .base import require, require_folder
 
 SCANOBJECTNN_CLASSES = (
     "bag",
@@ -141,7 +141,7 @@ def _h5_examples(arrays: list[tuple[str, np.ndarray, np.ndarray]], classes: list
 
 def load_modelnet40(root: Path, split: str = "test", points: int = POINTS, seed: int = 0) -> CloudDataset:
     """ModelNet40 in either layout, detected from the folder."""
-    root = require(Path(root), "ModelNet40 folder")
+    root = require_folder(Path(root), "ModelNet40 folder")
     if (root / "modelnet40_shape_names.txt").is_file():
         classes = _names(root / "modelnet40_shape_names.txt")
         listing = require(
@@ -191,7 +191,7 @@ def load_scanobjectnn(
         raise FalipError(
             f"unknown ScanObjectNN variant {variant!r}; choose one of {', '.join(SCANOBJECTNN_FILES)}"
         )
-    root = require(Path(root), "ScanObjectNN folder")
+    root = require_folder(Path(root), "ScanObjectNN folder")
     if (root / "h5_files").is_dir():
         root = root / "h5_files"
     path = require(

@@ -19,7 +19,17 @@ import re
 from pathlib import Path
 
 from ..errors import FalipError
-from .base import Box, RecData, RecExpression, RecImage, Skipped, coco_boxes, load_detections, require
+from .base import (
+    Box,
+    RecData,
+    RecExpression,
+    RecImage,
+    Skipped,
+    coco_boxes,
+    load_detections,
+    require,
+    require_folder,
+)
 
 COCO_ID = re.compile(r"COCO_\w+?_0*(\d+)")
 
@@ -64,7 +74,7 @@ def load_reclip(annotations: Path, images: Path, detections: Path | None = None)
     """`annotations`: ReCLIP's jsonl; `images`: COCO train2014."""
     jsonl, image_root = Path(annotations), Path(images)
     require(jsonl, "ReCLIP jsonl file", "e.g. refcoco_testa.jsonl from ReCLIP's data release")
-    require(image_root, "image folder", "COCO train2014")
+    require_folder(image_root, "image folder", "COCO train2014")
     dets = load_detections(detections) if detections else None
     found: dict[str, RecImage] = {}
     skipped = Skipped()
@@ -106,7 +116,10 @@ def load_refer(
     annotations: Path, images: Path, split: str, split_by: str = "unc", detections: Path | None = None
 ) -> list[RecImage]:
     """`annotations`: the folder with `refs(<split_by>).p` and `instances.json`; `images`: COCO train2014."""
-    folder, image_root = Path(annotations), Path(images)
+    folder = require_folder(
+        Path(annotations), "refer annotation folder", "with refs(unc).p and instances.json"
+    )
+    image_root = require_folder(Path(images), "image folder", "COCO train2014")
     refs_file = require(
         folder / f"refs({split_by}).p",
         "refer annotation pickle",
@@ -172,8 +185,9 @@ def load_transvg(
     """`annotations`: a split file such as `unc/unc_testA.pth`; `images`: COCO train2014."""
     import torch
 
-    split_file, image_root = Path(annotations), Path(images)
+    split_file = Path(annotations)
     require(split_file, "TransVG split file", "e.g. data/unc/unc_testA.pth")
+    image_root = require_folder(Path(images), "image folder", "COCO train2014")
     if instances is None and detections is None:
         raise FalipError(
             "a TransVG split file holds only the gold box: give COCO's instances.json or a detections file "

@@ -418,6 +418,8 @@ def run_rec(
                     record = {"key": expr.key, "image": item.key, "text": expr.text, "results": results}
                     if getattr(expr, "group", None) is not None:
                         record["group"] = expr.group
+                    if negatives:  # how many the pool really gave: fewer than asked when it holds fewer
+                        record["negatives"] = {"asked": config.subtract, "used": len(negatives[j])}
                     records.append(record)
                 store.add(records)
                 bar.update(len(records))

@@ -30,6 +30,8 @@ def summarise(records: list[dict]) -> dict[str, dict]:
             if record.get("group") is not None:
                 key = "top1" if "top1" in result else "correct"
                 groups.setdefault(system, {}).setdefault(record["group"], []).append(float(result[key]))
+    used = [r["negatives"]["used"] for r in records if r.get("negatives")]
+    asked = max((r["negatives"]["asked"] for r in records if r.get("negatives")), default=0)
     out = {}
     for system, metrics in systems.items():
         out[system] = {m: Accuracy(sum(v), len(v)).to_dict() for m, v in metrics.items()}
@@ -40,7 +42,28 @@ def summarise(records: list[dict]) -> dict[str, dict]:
                 **Accuracy(sum(worst[1]), len(worst[1])).to_dict(),
             }
             out[system]["groups"] = {g: Accuracy(sum(v), len(v)).to_dict() for g, v in groups[system].items()}
+        if used:  # subtract: negatives asked, and how many each expression really had
+            out[system]["negatives"] = {
+                "asked": asked,
+                "min": min(used),
+                "mean": sum(used) / len(used),
+                "max": max(used),
+                "fewer": sum(u < asked for u in used),
+                "n": len(used),
+            }
     return out
+
+
+def negatives_note(summary: dict[str, dict]) -> str:
+    """One line on subtract's negatives when some expressions had fewer than asked (else "")."""
+    entry = next((s["negatives"] for s in summary.values() if "negatives" in s), None)
+    if not entry or not entry["fewer"]:
+        return ""
+    return (
+        f"Subtract: {entry['asked']} negative captions asked per expression; {entry['fewer']} of "
+        f"{entry['n']} expressions had fewer ({entry['min']} to {entry['max']}, mean {entry['mean']:.1f}): "
+        "the data set's expressions of other images hold no more.\n"
+    )
 
 
 def _cell(entry: dict | None) -> str:
@@ -71,7 +94,8 @@ def markdown(summary: dict[str, dict]) -> str:
                 rows.append(
                     f"| {system} | " + " | ".join(_cell(entry["groups"].get(g)) for g in names) + " |"
                 )
-    return "\n".join(rows) + "\n"
+    note = negatives_note(summary)
+    return "\n".join(rows) + "\n" + (f"\n{note}" if note else "")
 
 
 def to_csv(summary: dict[str, dict]) -> str:
@@ -86,7 +110,8 @@ def to_csv(summary: dict[str, dict]) -> str:
                 for group, acc in value.items():
                     writer.writerow([system, f"group:{group}", acc["accuracy"], *acc["ci95"], acc["n"]])
                 continue
-            writer.writerow([system, metric, value["accuracy"], *value["ci95"], value["n"]])
+            if "accuracy" in value:  # not subtract's negatives count (in summary.json and summary.md)
+                writer.writerow([system, metric, value["accuracy"], *value["ci95"], value["n"]])
     return buffer.getvalue()
 
 

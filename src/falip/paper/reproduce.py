@@ -326,6 +326,36 @@ def _detections(folder: str, split: str | None) -> str:
     return str(Path(folder) / f"{dataset}_dets_dict.json")
 
 
+def missing_data(command: str, data: dict[str, str], model: str | None = None) -> list[str]:
+    """The data-config keys a command template needs that `data` (and `model`) do not give, as
+    "`key` (for $PLACEHOLDER)"."""
+    given = set(data) | {"imagenet_names"} | ({"model"} if model else set())  # the names ship with falip
+    return [
+        f"`{key}` (for {placeholder})"
+        for placeholder, key in PLACEHOLDERS.items()
+        if placeholder in command and key not in given
+    ]
+
+
+def fill_in(
+    command: str, data: dict[str, str] | None = None, out: Path | None = None, model: str | None = None
+) -> str:
+    """A command template with what is known filled in (the data config's folders, `model`, `out`) and the
+    rest left as placeholders (`$SPLIT` stays: the command runs once per split), for `--print-commands`."""
+    values = {**(data or {}), **({"model": model} if model else {})}
+    for placeholder in sorted(PLACEHOLDERS, key=len, reverse=True):
+        key = PLACEHOLDERS[placeholder]
+        if key in values and placeholder in command:
+            if (
+                placeholder == "$DETS"
+            ):  # the split's data set's file, in the shell's words: refcoco+_... for refcoco+_val
+                value = shlex.quote(str(Path(values[key]))) + '/"${SPLIT%%_*}_dets_dict.json"'
+            else:
+                value = shlex.quote(values[key])
+            command = command.replace(placeholder, value)
+    return command.replace("$OUT", shlex.quote(str(out))) if out is not None else command
+
+
 def expand(command: str, data: dict[str, str], out: Path, model: str | None = None) -> list[list[str]]:
     """A command template as argument lists: one per `$SPLIT` (or one), placeholders filled."""
     values = {"imagenet_names": str(IMAGENET_NAMES), **data}
@@ -361,8 +391,9 @@ def run_table(
     quiet: bool = False,
     dtype: str | None = None,
     log: Callable[[str], None] = print,
-) -> None:
-    """Run (or resume) every command of a table.
+) -> list[str]:
+    """Run (or resume) every command of a table whose data the config names; the others are left out,
+    each with the reason, so their cells print as "-".
 
     Args:
         number: the table ("1" ... "14").
@@ -372,10 +403,18 @@ def run_table(
             entry point, so this layer never imports the command line).
         model, limit, quiet: fill `$MODEL`, cap each run, silence progress bars.
         dtype: every run's `--dtype` (e.g. "float16", the authors' GPU mode); None: each command's default.
-    Raises:
-        FalipError: the table needs data the config does not name.
+    Returns:
+        One line per command left out: the command and the data-config keys it needs.
     """
+    left_out = []
     for template in table_commands(number):
+        needs = missing_data(template, data, model)
+        if needs:
+            left_out.append(
+                f"{fill_in(template, data, out, model)}: needs {', '.join(needs)} in the data config"
+            )
+            log(f"not run: {left_out[-1]}")
+            continue
         for args in expand(template, data, out, model):
             log("falip " + shlex.join(args))
             extra = (["--limit", str(limit)] if limit else []) + (["--quiet"] if quiet else [])
@@ -384,6 +423,7 @@ def run_table(
                 sys.stderr
             ):  # each run's own summary goes with the log, the table to stdout
                 run(args + extra)
+    return left_out
 
 
 def _summary(out: Path, run: str) -> dict | None:

@@ -161,6 +161,7 @@ def test_bench_smoke_prints_the_three_approaches_and_their_agreement():
         timeout=300,
     )
     assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("FALIP setting: alpha 0.2, sigma 100, layers 4,5 (0-based; the last third)")
     assert [
         line.split()[0] for line in out.stdout.splitlines() if line.strip() and line.split()[0].isdigit()
     ] == ["1", "4"]

@@ -442,7 +442,12 @@ def test_the_page_in_chromium_uploads_ranks_and_shows_errors(server, browser, tm
 
     browser.get(url)
     wait.until(ready.text_to_be_present_in_element((By.ID, "note"), "toy CLIP"))
-    assert "not OpenAI's CLIP" in browser.find_element(By.ID, "note").text
+    note = browser.find_element(By.ID, "note").text
+    assert "not OpenAI's CLIP" in note
+    assert (
+        "FALIP starts from the toy model's setting, tuned on validation scenes (metrics.json): at the "
+        "paper's alpha 0.2" in note
+    )  # the page says why its setting is not the paper's
     assert "toy CLIP trained on generated shapes" in browser.title
     browser.find_element(By.ID, "image-input").send_keys(str(picture))
     browser.find_element(By.ID, "boxes").send_keys("\n".join(",".join(map(str, b)) for b in boxes))

@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from .options import numbers
+from ..inputs.settings import PAPER
+from .options import numbers, say_setting
 
 
 @click.command("bench")
@@ -52,6 +53,7 @@ def bench(
         if small
         else bench_mod.VIT_B16
     )
+    say_setting(PAPER, vision.layers, "every approach, on random weights")
     if rec_expressions:
         counts = [int(v) for v in numbers(rec_expressions, "--rec")]
         text = (

@@ -193,7 +193,7 @@ def test_cli_lines_end_in_one_error_line_and_status_2(tmp_path):
     for args, message in (
         (["score", str(image), "--box", "1,,2,3,4", "--text", "a"], "--box must be comma-separated numbers"),
         (["score", str(image), "--box", "1,2,3,4", "--text", "a", "--alpha", "nan"], "alpha must be finite"),
-        (["demo", "--out", str(tmp_path / "x.txt")], "the picture goes to a"),
+        (["demo", "--out", str(tmp_path / "x.txt")], "--out takes a .png"),
         (["eval", "rec", "scenes", "--count", "1", "--out", str(image / "sub")], "cannot"),
     ):
         result = subprocess.run(

@@ -516,7 +516,8 @@ def test_the_page_and_the_cli_score_an_exif_tagged_photo_alike(server, tmp_path)
     printed = CliRunner().invoke(cli, args)
     assert printed.exit_code == 0, printed.output
     on_cli = {}
-    for line in printed.output.splitlines()[1:]:  # "  1.   12.345  box 10,20,30,40"
+    ranked = [ln for ln in printed.output.splitlines() if ln.strip() and ln.split()[0].rstrip(".").isdigit()]
+    for line in ranked:  # "  1.   12.345  box 10,20,30,40" (after the model and FALIP-setting lines)
         rank, score, _, box = line.split()
         on_cli[[",".join(f"{v:g}" for v in b) for b in boxes].index(box)] = float(score)
     assert on_cli.keys() == on_page.keys() == set(range(len(boxes)))

@@ -65,9 +65,7 @@ def demo(model_name, image, boxes, text, labels, seed, alpha, sigma, layers, out
     if picture is not None:
         check_regions(list(boxes), picture.size)
     if Path(out).suffix.lower() not in PICTURE_SUFFIXES:
-        raise click.BadParameter(
-            f"--out takes a {'/'.join(PICTURE_SUFFIXES)} file, got {out!r}", param_hint="--out"
-        )
+        raise click.UsageError(f"--out takes a {'/'.join(PICTURE_SUFFIXES)} file, got {out!r}")
     given = {k: v for k, v in (("alpha", alpha), ("sigma", sigma), ("layers", layers)) if v is not None}
     FalipSettings(**given)  # a bad --alpha, --sigma or --layers fails here
     model = load(model_name)

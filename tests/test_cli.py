@@ -100,7 +100,7 @@ def test_bad_input_is_one_line_on_stderr(hf_dir, image_path, monkeypatch, capsys
     [
         (["score"], "error: missing argument 'IMAGE'."),
         (["score", "x.png", "--nope"], "error: no such option '--nope'."),
-        (["serve", "--port", "abc"], "error: invalid value for '--port': 'abc' is not a valid integer."),
+        (["serve", "--port", "abc"], "error: invalid value for '--port': 'abc' is not a valid integer"),
         (["demo", "--box", "1,2,3,x"], "error: --box must be comma-separated numbers, got '1,2,3,x'"),
         (["nosuch"], "error: no such command 'nosuch'."),
         (["eval", "rec", "scenes", "--method", "falip"], "error: missing option '--out'."),

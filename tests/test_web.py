@@ -472,7 +472,7 @@ def test_the_page_in_chromium_uploads_ranks_and_shows_errors(server, browser, tm
 
     browser.find_element(By.ID, "texts").clear()
     browser.find_element(By.ID, "run").click()
-    wait.until(ready.text_to_be_present_in_element((By.ID, "error"), "give a text to look for"))
+    wait.until(ready.text_to_be_present_in_element((By.ID, "error"), "empty text"))
     assert "Traceback" not in browser.page_source
 
     browser.get(url + "/docs")  # the OpenAPI page renders offline, from the server's own Swagger UI files

@@ -16,6 +16,7 @@ from ..inputs.masks import resolve_layers, select_heads
 from ..inputs.preprocess import OPENAI_MEAN, OPENAI_STD, Preprocessing
 from ..inputs.regions import Region, check_regions, region_bias_rows
 from ..inputs.settings import FalipSettings
+from ..inputs.texts import check_texts
 from .ablations import OPERATIONS, ablated_features
 from .encoder import DEFAULT_CHUNK, FovealEncoder
 from .pasta import PASTA_SCALE, pasta_features
@@ -415,10 +416,12 @@ class FalipModel:
 
     @torch.no_grad()
     def encode_text(self, texts: TextInput) -> torch.Tensor:
-        """Text features (T, D) of strings or of a (T, context) token-id tensor."""
-        if isinstance(texts, (list, tuple)) and not texts:
-            raise FalipError("no text given")
-        ids = texts if isinstance(texts, torch.Tensor) else self.tokenize(texts)
+        """Text features (T, D) of strings or of a (T, context) token-id tensor.
+
+        Raises:
+            FalipError: no text, a text that is not a string or has nothing visible in it (the one rule
+                of `falip.inputs.texts`), or a checkpoint without a tokenizer."""
+        ids = texts if isinstance(texts, torch.Tensor) else self.tokenize(check_texts(texts))
         if ids.dim() == 1:
             ids = ids[None]
         return self.backbone.text(ids.to(self.device))

@@ -111,9 +111,7 @@ def sample_cloud(points: np.ndarray, count: int, seed: int, normalise: bool = Tr
 
 
 def _names(path: Path) -> list[str]:
-    return [
-        line.strip() for line in lines(require(path, "class-name list").read_text()) if line.strip()
-    ]
+    return [line.strip() for line in lines(require(path, "class-name list").read_text()) if line.strip()]
 
 
 def _h5(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -221,7 +221,7 @@ def load_refer(
             image_id, [a["bbox"] for a in anns], dets, info.get("width"), info.get("height")
         )
         ids = None if dets else [a["id"] for a in anns]
-        candidates = _usable(candidates, f"{refs_file}: image {image_id}", skipped, ids)
+        candidates = _usable(candidates, f"{folder / 'instances.json'}: image {image_id}", skipped, ids)
         size = _size(info.get("width"), info.get("height"))
         for s, sentence in _sentences(texts, f"{refs_file}: ref {ref_id}", skipped):
             _add(

@@ -499,3 +499,106 @@ def test_dogs_voc_size_is_checked(tmp_path):
     assert example.size == (50, 30)
     with pytest.raises(FalipError, match="decoded 40x30 pixels, but its annotation gives 50x30"):
         read_image(example.image, example.size)
+
+
+# 8: SigLIP's tokenizer is a SentencePiece model: without the package, the message names it, and the
+# README's SigLIP install line (the `siglip` extra) brings it.
+
+SIGLIP_SENTENCES = [
+    "a photo of a red circle",
+    "the blue square on the left",
+    "a cat and a dog",
+    "the right one",
+]
+
+
+@pytest.fixture(scope="module")
+def siglip_folder(tmp_path_factory):
+    """A tiny random `SiglipModel` with a real SiglipTokenizer (a SentencePiece model trained here)."""
+    import io
+
+    import sentencepiece as spm
+    from transformers import SiglipConfig, SiglipModel, SiglipTokenizer
+
+    folder = tmp_path_factory.mktemp("siglip-spm") / "tiny"
+    buffer = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(SIGLIP_SENTENCES * 20),
+        model_writer=buffer,
+        vocab_size=40,
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )
+    spiece = tmp_path_factory.mktemp("spm") / "spiece.model"
+    spiece.write_bytes(buffer.getvalue())
+    tokenizer = SiglipTokenizer(str(spiece))
+    torch.manual_seed(0)
+    config = SiglipConfig(
+        text_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=12,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            projection_size=32,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+    )
+    SiglipModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    assert (folder / "spiece.model").is_file()
+    return folder
+
+
+def test_siglips_sentencepiece_tokenizer_is_used_when_installed(siglip_folder):
+    from transformers import SiglipTokenizer
+
+    model = falip.load(siglip_folder)
+    reference = SiglipTokenizer.from_pretrained(siglip_folder)
+    expected = reference(["a red circle"], padding="max_length", max_length=12, truncation=True)["input_ids"]
+    assert model.tokenize(["a red circle"]).tolist() == expected
+
+
+def test_siglip_without_sentencepiece_names_the_package(siglip_folder):
+    code = (
+        "import sys\n"
+        "sys.modules['sentencepiece'] = None  # as if it were not installed\n"
+        "import falip\n"
+        f"model = falip.load({str(siglip_folder)!r})\n"
+        "model.encode_text(['a cat'])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert (
+        "FalipError" in last
+        and "needs the sentencepiece package" in last
+        and "pip install sentencepiece" in last
+    )
+    assert ".[siglip]" in last
+
+
+def test_the_readmes_siglip_install_line_brings_sentencepiece():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    pyproject = (root / "pyproject.toml").read_text()
+    extras = {
+        name: set(re.findall(r'"([A-Za-z0-9_.-]+)', body))
+        for name, body in re.findall(r"^(\w+) = \[(.*?)\]", pyproject, flags=re.M | re.S)
+    }
+    assert {"sentencepiece", "protobuf"} <= extras["siglip"] and {"sentencepiece", "protobuf"} <= extras[
+        "test"
+    ]
+    assert '-e ".[siglip]"' in (root / "README.md").read_text()

@@ -57,6 +57,7 @@ class FalipModel:
         self.backbone = backbone.eval()
         self.preprocessing = preprocessing
         self.tokenizer = tokenizer
+        self.tokenizer_note: str | None = None  # why there is none, when the loader knew (a missing package)
         self.name = name
         self.settings = FalipSettings(box_rule=box_rule, gaussian=gaussian)
         chunk_size = checks.count("chunk_size", chunk_size)
@@ -406,11 +407,21 @@ class FalipModel:
             raise FalipError(str(exc)) from None
 
     def tokenize(self, texts: str | Sequence[str]) -> torch.Tensor:
+        """(N, context) token ids of texts, by the checkpoint's tokenizer.
+
+        Raises:
+            FalipError: the checkpoint has no tokenizer (saying why, when the loader knows: a missing
+                package such as SigLIP's sentencepiece), or a text the door refuses."""
         if self.tokenizer is None:
+            why = self.tokenizer_note
             raise FalipError(
-                f"{self.name or 'this checkpoint'} has no tokenizer: pass tokenizer=... to falip.load "
-                "(a Hugging Face id or directory, or OpenAI's bpe_simple_vocab_16e6.txt.gz), or give token "
-                "ids"
+                f"{self.name or 'this checkpoint'} has no tokenizer: "
+                + (
+                    why
+                    if why
+                    else "pass tokenizer=... to falip.load (a Hugging Face id or directory, or OpenAI's "
+                    "bpe_simple_vocab_16e6.txt.gz), or give token ids"
+                )
             )
         return self.tokenizer(texts)
 
@@ -480,4 +491,5 @@ def load(
     model = FalipModel(
         loaded.model, preprocessing, loaded.tokenizer, loaded.name, box_rule, gaussian, chunk_size
     )
+    model.tokenizer_note = None if tokenizer is not None else loaded.tokenizer_note
     return model.to(device, _dtype(dtype))

@@ -602,3 +602,40 @@ def test_the_readmes_siglip_install_line_brings_sentencepiece():
         "test"
     ]
     assert '-e ".[siglip]"' in (root / "README.md").read_text()
+
+
+# 12: float comparisons with tolerances relative to the values' size
+
+
+def test_close_scales_with_the_values_and_not_per_element():
+    from conftest import close
+
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((64, 512)), rng.standard_normal((512, 8))
+    ours = a @ b  # sums of 512 products of order 1
+    reordered = np.stack([np.sum((a * b[:, j])[:, ::-1], axis=1) for j in range(8)], axis=1)  # another order
+    assert not np.array_equal(ours, reordered) and close(ours, reordered, rel=1e-12)
+    assert not close(ours, ours + 1e-9 * np.abs(ours).max() * (np.arange(8) == 3), rel=1e-10)
+    assert close(torch.tensor([1000.0, 0.0]), torch.tensor([1000.001, 0.0005]), rel=1e-6)  # 1e-6 of 1000
+    assert not close(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.1]), rel=1e-2)
+
+
+def test_no_test_compares_floats_with_an_absolute_tolerance_alone():
+    """`allclose(..., atol=<number>)` with no rtol, or `assert_allclose(..., atol=<number>)`, misses on
+    a machine whose BLAS orders sums differently when the values are of order 1 (issue 23's kind 12):
+    tests use `conftest.close(a, b, rel)` or a tolerance computed from the values."""
+    import ast
+    from pathlib import Path
+
+    offenders = []
+    for path in sorted(Path(__file__).parent.glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") in (
+                "allclose",
+                "assert_allclose",
+                "isclose",
+            ):
+                keywords = {k.arg: k.value for k in node.keywords}
+                if isinstance(keywords.get("atol"), ast.Constant) and "rtol" not in keywords:
+                    offenders.append(f"{path.name}:{node.lineno}")
+    assert not offenders, offenders

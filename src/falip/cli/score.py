@@ -61,8 +61,10 @@ def score(
 
     from ..engine.model import load
     from ..inputs.images import open_image
+    from ..inputs.texts import check_texts
 
-    picture = open_image(image)  # fail on a bad image before loading a large checkpoint
+    picture = open_image(image)  # fail on a bad image or text before loading a large checkpoint
+    check_texts(list(texts))
     regions: list = list(boxes)
     labels = ["box " + ",".join(f"{v:g}" for v in b) for b in boxes]
     for path in masks:

@@ -159,7 +159,7 @@ def test_the_api_ranks_boxes_and_answers_bad_input_in_one_line(server):
             422,
             "boxes[0]: List should have at least 4",
         ),
-        ({"image": scene["image"], "boxes": scene["boxes"], "texts": [""]}, 400, "give a text"),
+        ({"image": scene["image"], "boxes": scene["boxes"], "texts": [""]}, 400, "empty text ''"),
         (
             {"image": scene["image"], "boxes": scene["boxes"], "texts": ["a"], "alpha": "nan"},
             422,

@@ -122,3 +122,20 @@ def run_with_hub_unreachable(env: dict, code: str):
     return subprocess.run(
         [sys.executable, "-c", prelude + code], capture_output=True, text=True, env=env, timeout=300
     )
+
+
+def close(actual, expected, rel: float = 1e-5) -> bool:
+    """Whether two arrays or tensors (broadcast as `torch.allclose` does) agree to within `rel` times the
+    size of the values: the largest magnitude in either. The tolerance scales with the numbers compared,
+    so another machine's BLAS, which orders its sums differently, still passes; and unlike an element-wise
+    `rtol` it does not shrink to nothing where one element happens to be near 0 while the sums that made it
+    were of order 1."""
+
+    def as_array(value):
+        return np.asarray(
+            value.detach().cpu().double() if torch.is_tensor(value) else value, dtype=np.float64
+        )
+
+    a, e = np.broadcast_arrays(as_array(actual), as_array(expected))
+    scale = max(np.abs(a).max(initial=0.0), np.abs(e).max(initial=0.0))
+    return bool(np.all(np.abs(a - e) <= rel * scale))

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from conftest import close
 from falip.engine.ablations import _ablated_block, ablated_features, region_weights
 from falip.inputs.masks import attention_bias
 
@@ -54,10 +55,8 @@ def test_tokens_outside_the_region_do_not_reach_cls(tiny_backbone, operation):
             _ablated_block(block, changed, weights, operation),
         )
         plain_a, plain_b = block(x), block(changed)
-    assert torch.allclose(a[0, 0], b[0, 0], atol=1e-5)
-    assert not torch.allclose(plain_a[0, 0], plain_b[0, 0], atol=1e-3), (
-        "outside tokens must matter to plain attention"
-    )
+    assert close(a[0, 0], b[0, 0], rel=1e-4)
+    assert not close(plain_a[0, 0], plain_b[0, 0], rel=1e-2), "outside tokens must matter to plain attention"
 
 
 def test_mean_q_on_one_token_gives_cls_that_token_attention(tiny_backbone):
@@ -71,9 +70,9 @@ def test_mean_q_on_one_token_gives_cls_that_token_attention(tiny_backbone):
         attention = block.attn(block.ln_1(x))  # every row's attention output in plain CLIP
         h = x[0, 0] + attention[0, 7]  # [CLS]'s residual plus the attention output of token 7
         expected = h + block.mlp(block.ln_2(h))
-    assert torch.allclose(out[0, 0], expected, atol=1e-5)
-    assert not torch.allclose(out[0, 0], plain[0, 0], atol=1e-3)
-    assert torch.allclose(out[0, 1:], plain[0, 1:], atol=1e-6), "patch rows stay as in plain CLIP"
+    assert close(out[0, 0], expected, rel=1e-4)
+    assert not close(out[0, 0], plain[0, 0], rel=1e-2)
+    assert close(out[0, 1:], plain[0, 1:], rel=1e-5), "patch rows stay as in plain CLIP"
 
 
 @pytest.mark.parametrize("operation", ["feature-mask", "ours-mean-q", "ours-hard-kv"])
@@ -97,8 +96,8 @@ def test_full_weight_feature_mask_is_plain_clip(tiny_backbone, pixels):
     with torch.no_grad():
         plain = visual(pixels)
     for operation in ("feature-mask", "ours-hard-kv"):
-        assert torch.allclose(
+        assert close(
             ablated_features(visual, pixels, rows, [3, 4, 5], operation, chunk_size=1),
             plain.expand(2, -1),
-            atol=1e-5,
+            rel=1e-4,
         )

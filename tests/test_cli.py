@@ -82,7 +82,7 @@ def test_score_ranks_every_region_for_every_text(hf_dir, image_path, tmp_path, m
         (["--box", "100,100,5,5"], "error: region 0: box lies wholly outside the 48x40 image"),
         (["--box", "1,2,0,5"], "error: region 0: box has zero"),
         (["--box", "1,2,5,5", "--layers", "40"], "error: layer 40 does not exist"),
-        (["--box", "1,2,5,5", "--text", "  "], "error: empty or non-text caption"),
+        (["--box", "1,2,5,5", "--text", "  "], "error: empty text"),
     ],
 )
 def test_bad_input_is_one_line_on_stderr(hf_dir, image_path, monkeypatch, capsys, args, message):

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import falip
+from conftest import close
 from falip.engine.decompose import decompose, joint_parts
 from falip.engine.unleash import head_deltas, unleash_features
 from falip.inputs.masks import attention_bias
@@ -125,7 +126,7 @@ def test_head_deltas_are_prompted_minus_original_per_head(tiny_backbone, images)
     deltas, finals = head_deltas(visual, original, prompted)
     assert deltas.shape == (3, 6, visual.cfg.heads, 64)
     expected = decompose(visual, prompted[1:2]).heads - decompose(visual, original).heads
-    assert torch.allclose(deltas[1:2], expected, atol=1e-6)
+    assert close(deltas[1:2], expected, rel=1e-5)
 
 
 def test_unleash_methods_through_the_model(hf_dir):
@@ -135,16 +136,16 @@ def test_unleash_methods_through_the_model(hf_dir):
     red = region_features(model, image, boxes, "red_circle")
     unleashed = region_features(model, image, boxes, "red_circle+unleash")
     assert unleashed.shape == (2, 16) and torch.allclose(unleashed.norm(dim=1), torch.ones(2))
-    assert not torch.allclose(unleashed, red, atol=1e-4)
+    assert not close(unleashed, red, rel=1e-3)
     every = ",".join(f"{layer}:{head}" for layer in (4, 5) for head in range(4))
-    assert torch.allclose(
-        region_features(model, image, boxes, "red_circle+unleash", unleash_heads=every), unleashed, atol=1e-6
+    assert close(
+        region_features(model, image, boxes, "red_circle+unleash", unleash_heads=every), unleashed, rel=1e-5
     )
-    assert not torch.allclose(
-        region_features(model, image, boxes, "red_circle+unleash", unleash_layers=[5]), unleashed, atol=1e-4
+    assert not close(
+        region_features(model, image, boxes, "red_circle+unleash", unleash_layers=[5]), unleashed, rel=1e-3
     )
     both = region_features(model, image, boxes, "red_circle+blur+unleash")
-    assert not torch.allclose(both, unleashed, atol=1e-4)
+    assert not close(both, unleashed, rel=1e-3)
 
 
 def test_heads_rank_writes_the_csv_and_the_png_and_resumes(tmp_path):

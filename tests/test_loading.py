@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 import falip
-from conftest import hub_cache, image_array, make_hf_dir, openai_state_dict, run_with_hub_unreachable
+from conftest import close, hub_cache, image_array, make_hf_dir, openai_state_dict, run_with_hub_unreachable
 from falip.backbones import ClipBackbone
 
 IMAGE = image_array(48, 40)
@@ -52,7 +52,7 @@ def test_score_is_logit_scale_times_cosine(hf_dir):
     r = torch.nn.functional.normalize(model.encode_regions(IMAGE, boxes), dim=-1)
     t = torch.nn.functional.normalize(model.encode_text(["a", "bb", "ccc"]), dim=-1)
     assert logits.shape == (2, 3)
-    assert torch.allclose(logits, model.backbone.logit_scale.exp() * r @ t.T, atol=1e-5)
+    assert close(logits, model.backbone.logit_scale.exp() * r @ t.T, rel=1e-4)
 
 
 def test_preprocessing_is_chosen_at_load(hf_dir):
@@ -68,9 +68,9 @@ def tiny_openai(tiny_backbone):
 
 def check_same_as(backbone: ClipBackbone, model: falip.FalipModel):
     pixels = torch.randn(2, 3, 32, 32)
-    assert torch.allclose(model.encode_image(pixels), backbone.visual(pixels), atol=1e-6)
+    assert close(model.encode_image(pixels), backbone.visual(pixels), rel=1e-5)
     ids = torch.randint(1, 500, (2, 16))
-    assert torch.allclose(model.encode_text(ids), backbone.text(ids), atol=1e-6)
+    assert close(model.encode_text(ids), backbone.text(ids), rel=1e-5)
 
 
 def test_openai_safetensors_and_state_dict_pt(tmp_path, tiny_backbone, tiny_openai):

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 import falip
-from conftest import hub_cache, openai_state_dict, run_with_hub_unreachable, tiny_config
+from conftest import close, hub_cache, openai_state_dict, run_with_hub_unreachable, tiny_config
 from falip.backbones import ClipBackbone
 from falip.errors import FalipError
 
@@ -148,7 +148,7 @@ def test_another_input_size_interpolates_the_positions_and_the_grid_follows(hf_d
     same = falip.load(hf_dir, image_size=32)
     base = falip.load(hf_dir)
     image = np.random.default_rng(0).integers(0, 255, size=(48, 48, 3), dtype=np.uint8)
-    assert torch.allclose(same.encode_image(image), base.encode_image(image))
+    assert close(same.encode_image(image), base.encode_image(image))
     big = falip.load(hf_dir, image_size=48)  # patch 8: a 6 x 6 grid instead of 4 x 4
     vision = big.backbone.cfg.vision
     assert (vision.grid, vision.num_tokens, big.preprocessing.size) == (6, 37, 48)
@@ -161,7 +161,7 @@ def test_another_input_size_interpolates_the_positions_and_the_grid_follows(hf_d
     )  # the right half of the image (off the token edge)
     assert (row[:, 3:] > 0).all() and not (row[:, :3] > 0).any()
     feats = big.encode_regions(image, [[24, 0, 24, 48]], alpha=2.0)
-    assert feats.shape == (1, 16) and not torch.allclose(feats, big.encode_image(image), atol=1e-4)
+    assert feats.shape == (1, 16) and not close(feats, big.encode_image(image), rel=1e-3)
     with pytest.raises(FalipError, match="not a multiple of the patch size"):
         falip.load(hf_dir, image_size=50)
 

@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 
 import falip
-from conftest import SHARED
+from conftest import SHARED, close
 from falip.cli.app import cli
 from falip.datasets import open_clouds
 from falip.errors import FalipError
@@ -115,9 +115,9 @@ def test_views_regions_and_scores():
     assert masks[0].shape == (224, 224) and masks[0][112, 112] and not masks[0][0, 0]
     feats = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
     text = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
-    assert torch.allclose(cloud_scores(feats, text), (feats @ text.T).sum(0))
+    assert close(cloud_scores(feats, text), (feats @ text.T).sum(0))
     beta = [1, 0, 0, 0, 0, 2.0]
-    assert torch.allclose(cloud_scores(feats, text, beta), feats[0] @ text.T + 2 * feats[5] @ text.T)
+    assert close(cloud_scores(feats, text, beta), feats[0] @ text.T + 2 * feats[5] @ text.T)
 
 
 def test_view_weight_search_finds_the_informative_view():
@@ -136,14 +136,12 @@ def test_prepared_inputs_equal_encode_regions_on_the_same_image(hf_dir):
         0, 255, size=(32, 32, 3), dtype=np.uint8
     )  # the model's own size
     box = [4, 6, 15, 12]
-    assert torch.allclose(
+    assert close(
         model.encode_prepared(model.pixels(image), [box], alpha=2.0),
         model.encode_regions(image, [box], alpha=2.0),
-        atol=1e-6,
+        rel=1e-5,
     )
-    assert torch.allclose(
-        model.encode_prepared(model.pixels(image), [None]), model.encode_image(image), atol=1e-5
-    )
+    assert close(model.encode_prepared(model.pixels(image), [None]), model.encode_image(image), rel=1e-4)
     with pytest.raises(FalipError, match="one region"):
         model.encode_prepared(model.pixels(image), [box, box])
 
@@ -181,7 +179,7 @@ def test_modelnet40_in_both_layouts_and_its_errors(tmp_path):
     assert text.classes == ["chair", "table"] and [e.label for e in text.examples] == [0, 1]
     cloud = text.cloud(text.examples[0])
     assert cloud.shape == (64, 3) and np.linalg.norm(cloud, axis=1).max() == pytest.approx(1.0)
-    assert np.allclose(cloud.mean(0), 0, atol=1e-9)
+    assert np.abs(cloud.mean(0)).max() <= 1e-9 * np.abs(cloud).max()  # centred, relative to its size
     assert np.array_equal(cloud, text.cloud(text.examples[0]))  # seeded
 
     h5 = tmp_path / "h5"
@@ -264,9 +262,7 @@ def test_the_real_modelnet40_sample_loads_and_projects(sample):
     assert maps.shape == (6, 128, 128) and all((m > 0).sum() > 200 for m in maps)
     model = falip.load()
     plain, focused = view_features(model, maps, "plain"), view_features(model, maps, "falip", alpha=4.0)
-    assert plain.shape == (6, model.backbone.cfg.vision.output_dim) and not torch.allclose(
-        plain, focused, atol=1e-4
-    )
+    assert plain.shape == (6, model.backbone.cfg.vision.output_dim) and not close(plain, focused, rel=1e-3)
 
 
 def test_eval_pointcloud_on_the_real_sample_resumes_and_refuses_to_search_on_the_test_split(sample, tmp_path):

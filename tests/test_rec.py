@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import falip
+from conftest import close
 from falip.errors import FalipError
 from falip.tasks.methods import region_features as box_features
 from falip.tasks.methods import text_features
@@ -66,7 +67,7 @@ def test_methods_on_a_tiny_model(hf_dir):
     for method in ("falip", "crop", "blur", "red_circle"):
         feats = box_features(model, image, boxes, method, **({"alpha": 2.0} if method == "falip" else {}))
         assert feats.shape == (2, 16) and torch.allclose(feats.norm(dim=1), torch.ones(2))
-        assert not torch.allclose(feats[0], feats[1], atol=1e-4), method
+        assert not close(feats[0], feats[1], rel=1e-3), method
     assert text_features(model, ["a", "b"]).shape == (2, 16)
     with pytest.raises(FalipError, match="unknown method"):
         box_features(model, image, boxes, "arrow")
@@ -83,18 +84,16 @@ def test_combinations_ablations_masks_and_cpt_text(hf_dir):
     for a in feats:
         for b in feats:
             if a < b:
-                assert not torch.allclose(feats[a], feats[b], atol=1e-4), (a, b)
+                assert not close(feats[a], feats[b], rel=1e-3), (a, b)
     mask = np.zeros((40, 48), bool)
     mask[10:30, 20:40] = True
     as_box = box_features(model, image, [[20, 10, 20, 20]], "blur")
-    assert torch.allclose(
-        box_features(model, image, [mask], "blur"), as_box, atol=1e-6
-    )  # prompts use the mask's box
-    assert not torch.allclose(box_features(model, image, [mask], "falip", alpha=2.0), as_box, atol=1e-4)
+    assert close(box_features(model, image, [mask], "blur"), as_box, rel=1e-5)  # prompts use the mask's box
+    assert not close(box_features(model, image, [mask], "falip", alpha=2.0), as_box, rel=1e-3)
     # CPT's query is ReCLIP's whole sentence "{} is in red color.", with no "a photo of" around it
     cpt = text_features(model, ["the dog"], method="cpt")
     assert torch.allclose(cpt, text_features(model, ["the dog is in red color."], template="{}"))
-    assert not torch.allclose(cpt, text_features(model, ["the dog is in red color."]), atol=1e-4)
+    assert not close(cpt, text_features(model, ["the dog is in red color."]), rel=1e-3)
     assert torch.allclose(text_features(model, ["the dog"], method="cpt+falip"), cpt)
     with pytest.raises(FalipError, match="unknown method option"):
         box_features(model, image, boxes, "falip", alhpa=1.0)

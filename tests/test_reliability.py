@@ -50,7 +50,7 @@ def test_falip_strength_at_its_bounds_gives_finite_features(model, alpha, sigma)
         (lambda m: m.encode_image(np.zeros((40, 48), np.uint8)), r"\(H, W, 3\) uint8"),
         (lambda m: m.encode_image([]), "no image given"),
         (lambda m: m.encode_text([]), "no text given"),
-        (lambda m: m.encode_text(["a", ""]), "empty or non-text caption"),
+        (lambda m: m.encode_text(["a", ""]), "empty text"),
         (lambda m: m.encode_regions(IMAGE, [[4, None, 20, 20]]), "a box needs 4 numbers"),
         (lambda m: m.encode_regions(IMAGE, [[4, float("nan"), 20, 20]]), r"finite, got \[4, nan, 20, 20\]"),
         (lambda m: m.encode_regions(IMAGE, [np.ones((40, 48, 3))]), r"mask must be 2-D"),

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import falip
+from conftest import close
 from falip.errors import FalipError
 from falip.tasks.methods import region_features
 
@@ -99,19 +100,17 @@ def test_siglip_features_equal_transformers_and_a_region_moves_them(siglip_dir):
     image = np.random.default_rng(0).integers(0, 255, size=(32, 32, 3), dtype=np.uint8)
     boxes = [[0, 0, 16, 16], [16, 16, 16, 16]]
     plain = model.encode_image(image)
-    assert torch.allclose(model.encode_regions(image, boxes, alpha=0.0), plain.expand(2, -1), atol=1e-5)
+    assert close(model.encode_regions(image, boxes, alpha=0.0), plain.expand(2, -1), rel=1e-4)
     focused = model.encode_regions(image, boxes, alpha=3.0)
-    assert not torch.allclose(focused[0], focused[1], atol=1e-4) and not torch.allclose(
-        focused[0], plain[0], atol=1e-4
-    )
+    assert not close(focused[0], focused[1], rel=1e-3) and not close(focused[0], plain[0], rel=1e-3)
     every_row = model.encode_regions(image, boxes, alpha=3.0, form="all", layers=[2, 3])
-    assert not torch.allclose(every_row, focused, atol=1e-4)
+    assert not close(every_row, focused, rel=1e-3)
     logits = model.score(image, boxes, texts, alpha=3.0)
     cosine = (
         torch.nn.functional.normalize(focused, dim=-1)
         @ torch.nn.functional.normalize(model.encode_text(texts), dim=-1).T
     )
-    assert torch.allclose(logits, reference.logit_scale.exp() * cosine + reference.logit_bias, atol=1e-4)
+    assert close(logits, reference.logit_scale.exp() * cosine + reference.logit_bias, rel=1e-3)
 
 
 def test_the_bias_is_on_the_pooling_query_alone_and_equals_a_plain_computation(siglip_dir):
@@ -137,7 +136,7 @@ def test_the_bias_is_on_the_pooling_query_alone_and_equals_a_plain_computation(s
             outs.append(torch.softmax(k @ q / dh**0.5 + row, dim=0) @ v)
         pooled = head.attention.out_proj(torch.cat(outs))
         expected = pooled + head.mlp(head.layernorm(pooled))
-    assert torch.allclose(model.encode_regions(image, [box], alpha=2.0)[0], expected, atol=1e-5)
+    assert close(model.encode_regions(image, [box], alpha=2.0)[0], expected, rel=1e-4)
 
 
 def test_cls_only_methods_say_so_for_siglip(siglip_dir):

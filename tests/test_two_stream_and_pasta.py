@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import falip
+from conftest import close
 from falip.engine.encoder import FovealEncoder
 from falip.engine.pasta import pasta_features
 from falip.engine.two_stream import two_stream_features
@@ -108,7 +109,7 @@ def test_replace_v_with_an_unchanged_image_is_plain_clip(tiny_backbone, images):
     with torch.no_grad():
         plain = visual(original)
     same = two_stream_features(visual, original, original.expand(2, -1, -1, -1), LAYERS, "replace-v")
-    assert torch.allclose(same, plain.expand(2, -1), atol=1e-5)
+    assert close(same, plain.expand(2, -1), rel=1e-4)
 
 
 def test_replace_qk_with_an_unchanged_image_is_plain_at_alpha_0_and_falip_on_one_layer(tiny_backbone, images):
@@ -118,18 +119,16 @@ def test_replace_qk_with_an_unchanged_image_is_plain_at_alpha_0_and_falip_on_one
     rows = region_rows(visual.cfg.num_tokens)
     with torch.no_grad():
         plain = visual(original)
-    assert torch.allclose(
+    assert close(
         two_stream_features(visual, original, same, LAYERS, "replace-qk", rows * 0),
         plain.expand(2, -1),
-        atol=1e-5,
+        rel=1e-4,
     )
     falip_one = FovealEncoder(visual)(original, rows, torch.zeros(2, dtype=torch.long), [4])
-    assert torch.allclose(
-        two_stream_features(visual, original, same, [4], "replace-qk", rows), falip_one, atol=1e-5
-    )
+    assert close(two_stream_features(visual, original, same, [4], "replace-qk", rows), falip_one, rel=1e-4)
     falip_three = FovealEncoder(visual)(original, rows, torch.zeros(2, dtype=torch.long), LAYERS)
-    assert not torch.allclose(
-        two_stream_features(visual, original, same, LAYERS, "replace-qk", rows), falip_three, atol=1e-4
+    assert not close(
+        two_stream_features(visual, original, same, LAYERS, "replace-qk", rows), falip_three, rel=1e-3
     )
 
 
@@ -162,9 +161,7 @@ def test_pasta_equals_the_slow_forward_and_is_plain_at_scale_1(tiny_backbone, im
                 slow, _ = slow_pasta(visual, pixels, inside[r], heads, 0.01)
                 assert torch.allclose(fast[r], slow[0], rtol=1e-5, atol=1e-5 * slow.norm().item())
             plain = visual(pixels)
-        assert torch.allclose(
-            pasta_features(visual, pixels, inside, heads, 1.0), plain.expand(2, -1), atol=1e-5
-        )
+        assert close(pasta_features(visual, pixels, inside, heads, 1.0), plain.expand(2, -1), rel=1e-4)
         assert (fast - plain).norm() / plain.norm() > 1e-2
 
 
@@ -203,14 +200,14 @@ def test_the_methods_through_the_model(hf_dir):
     }
     for name, f in feats.items():
         assert f.shape == (2, 16) and torch.allclose(f.norm(dim=1), torch.ones(2)), name
-        assert not torch.allclose(f[0], f[1], atol=1e-4), name
-    assert not torch.allclose(feats["replace-v"], feats["red_circle"], atol=1e-4)
+        assert not close(f[0], f[1], rel=1e-3), name
+    assert not close(feats["replace-v"], feats["red_circle"], rel=1e-3)
     one_head = region_features(model, image, boxes, "pasta", pasta_heads="5:1")
-    assert not torch.allclose(one_head, feats["pasta"], atol=1e-4)
-    assert torch.allclose(
+    assert not close(one_head, feats["pasta"], rel=1e-3)
+    assert close(
         region_features(model, image, boxes, "pasta", pasta_scale=1.0),
         region_features(model, image, boxes, "plain"),
-        atol=1e-5,
+        rel=1e-4,
     )
     with pytest.raises(FalipError, match="LAYER:HEAD"):
         region_features(model, image, boxes, "pasta", pasta_heads="5")

@@ -159,7 +159,7 @@ def test_the_api_ranks_boxes_and_answers_bad_input_in_one_line(server):
             422,
             "boxes[0]: List should have at least 4",
         ),
-        ({"image": scene["image"], "boxes": scene["boxes"], "texts": [""]}, 400, "give a text"),
+        ({"image": scene["image"], "boxes": scene["boxes"], "texts": [""]}, 400, "empty text ''"),
         (
             {"image": scene["image"], "boxes": scene["boxes"], "texts": ["a"], "alpha": "nan"},
             422,
@@ -477,7 +477,7 @@ def test_the_page_in_chromium_uploads_ranks_and_shows_errors(server, browser, tm
 
     browser.find_element(By.ID, "texts").clear()
     browser.find_element(By.ID, "run").click()
-    wait.until(ready.text_to_be_present_in_element((By.ID, "error"), "give a text to look for"))
+    wait.until(ready.text_to_be_present_in_element((By.ID, "error"), "empty text"))
     assert "Traceback" not in browser.page_source
 
     browser.get(url + "/docs")  # the OpenAPI page renders offline, from the server's own Swagger UI files

@@ -27,6 +27,7 @@ class LoadedCheckpoint:
     mean: tuple[float, float, float] | None = None  # None: OpenAI's statistics
     std: tuple[float, float, float] | None = None
     resize_mode: str | None = None  # the checkpoint's own preprocessing ("squash", "crop", "pad"), if it says
+    tokenizer_note: str | None = None  # why there is no tokenizer, when the loader knows (a missing package)
 
 
 @dataclass(frozen=True)

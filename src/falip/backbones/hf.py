@@ -236,12 +236,54 @@ def _load_siglip(spec: str, hf_config, local_only: bool) -> LoadedCheckpoint:
     except Exception as exc:  # corrupt or missing weight files
         raise FalipError(f"cannot read the weights of {spec!r}: {first_line(exc)}") from None
     model = siglip.build(hf_config, hf_model.state_dict(), spec)
+    problem = None
     try:
         hf_tok = AutoTokenizer.from_pretrained(spec, local_files_only=local_only)
         tok = ClipTokenizer(hf_tok, model.cfg.text.context_length, pad_id=hf_tok.pad_token_id or 0)
-    except Exception:  # no tokenizer files (or sentencepiece missing for SigLIP's): text needs `tokenizer=`
-        tok = None
+    except Exception as exc:  # no tokenizer files, or the packages SigLIP's needs are missing
+        tok, problem = None, exc
     if tok is not None and not tok.tells_apart():
         tok = None
+    note = _siglip_tokenizer_note(spec, local_only, problem) if tok is None else None
     mean, std = _image_stats(spec, local_only)
-    return LoadedCheckpoint(model=model, tokenizer=tok, name=spec, mean=mean, std=std, resize_mode="squash")
+    return LoadedCheckpoint(
+        model=model, tokenizer=tok, name=spec, mean=mean, std=std, resize_mode="squash", tokenizer_note=note
+    )
+
+
+SIGLIP_TOKENIZER_PACKAGES = {"sentencepiece": "sentencepiece", "google.protobuf": "protobuf"}
+
+
+def _missing(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is None
+    except (ImportError, ValueError):  # a parent package missing, or a module set to None
+        return True
+
+
+def _siglip_tokenizer_note(spec: str, local_only: bool, problem: Exception | None) -> str | None:
+    """Why a SigLIP checkpoint has no tokenizer, for `FalipModel.tokenize`'s message: its SentencePiece
+    model (`spiece.model`) needs the sentencepiece package (and transformers asks for protobuf to read
+    it); transformers may then fail, or hand back a tokenizer with an empty vocabulary."""
+    missing = [pip for module, pip in SIGLIP_TOKENIZER_PACKAGES.items() if _missing(module)]
+    if Path(spec).is_dir():
+        has_spiece = (Path(spec) / "spiece.model").is_file()
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            has_spiece = isinstance(try_to_load_from_cache(spec, "spiece.model"), str)
+        except Exception:  # not a valid repo id
+            has_spiece = False
+    said = str(problem or "").lower()
+    if missing and (has_spiece or "sentencepiece" in said or "protobuf" in said):
+        return (
+            f"its tokenizer (a SentencePiece model, spiece.model) needs the {' and '.join(missing)} "
+            f"package{'s' if len(missing) > 1 else ''}, not installed here: pip install {' '.join(missing)} "
+            '(falip\'s SigLIP extra, `pip install -e ".[siglip]"`, brings them)'
+        )
+    if problem is not None:
+        return f"its tokenizer files could not be read ({first_line(problem)})"
+    return None

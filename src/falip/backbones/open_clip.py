@@ -179,14 +179,17 @@ def _square(value, what: str, name: str) -> int:
 
 
 def _tokenizer(folder: Path | None, spec: str, context_length: int) -> ClipTokenizer | None:
-    """The checkpoint's Hugging Face tokenizer files, or OpenAI's BPE file beside it; else none."""
+    """The checkpoint's Hugging Face tokenizer files, or OpenAI's BPE file beside it; else none. Either
+    way texts are cleaned and split as open_clip's own SimpleTokenizer does (`clean="open_clip"`)."""
     if folder is not None and (folder / OPENAI_BPE_NAME).is_file():
-        return tokenizer_from_bpe(folder / OPENAI_BPE_NAME, context_length)
+        return tokenizer_from_bpe(folder / OPENAI_BPE_NAME, context_length, clean="open_clip")
     if folder is not None and any((folder / f).is_file() for f in ("tokenizer.json", "vocab.json")):
         from transformers import AutoTokenizer
 
         try:
-            tok = ClipTokenizer(AutoTokenizer.from_pretrained(str(folder)), context_length, pad_id=0)
+            tok = ClipTokenizer(
+                AutoTokenizer.from_pretrained(str(folder)), context_length, pad_id=0, clean="open_clip"
+            )
         except Exception:  # unreadable tokenizer files: the checkpoint has none
             return None
         return tok if tok.tells_apart() else None

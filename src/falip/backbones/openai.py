@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import FalipError, first_line
+from ..errors import FalipError
+from ..inputs.files import read_torch_data, read_torchscript
 from .base import LoadedCheckpoint, build_backbone
 from .clip import ClipConfig, TextConfig, VisionConfig
 from .tokenizer import OPENAI_BPE_NAME, tokenizer_from_bpe
@@ -26,34 +27,49 @@ def can_load(spec: str) -> bool:
     return path.is_file() and path.suffix in SUFFIXES
 
 
+WRAPPERS = ("module.", "_orig_mod.")  # DataParallel / DistributedDataParallel, torch.compile
+
+
+def strip_wrappers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict without the prefixes training code leaves on every key: `module.` (a model saved
+    from `DataParallel` or `DistributedDataParallel`) and `_orig_mod.` (from `torch.compile`), nested
+    in any order. As open_clip's `load_state_dict` strips `module.`; a prefix only some keys carry is
+    left alone (the weights then fail to match, naming a key)."""
+    while state:
+        prefix = next((p for p in WRAPPERS if all(k.startswith(p) for k in state)), None)
+        if prefix is None:
+            return state
+        state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a `.safetensors` file, a TorchScript archive, or a pickled state dict (also one nested
-    under "state_dict"), read on the CPU.
+    """Tensors of a `.safetensors` file, a TorchScript archive, or a `torch.save` state dict (also one
+    nested under "state_dict"), read on the CPU through `falip.inputs.files`, which runs no code from the
+    file; wrapper prefixes stripped (`strip_wrappers`).
 
     Raises FalipError for a damaged safetensors file, a file that is not a zip archive (truncated, or
-    not PyTorch's), an archive torch cannot read, or one that holds no dict of tensors."""
+    not PyTorch's), an archive torch cannot read or that asks for a global, or one that holds no dict
+    of tensors."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path))
+            return strip_wrappers(load_file(str(path)))
         except Exception as exc:  # safetensors raises its own error types for bad headers
             raise FalipError(f"corrupt or unreadable safetensors file {path}: {exc}") from None
     if not zipfile.is_zipfile(path):
         raise FalipError(f"{path} is not a PyTorch checkpoint (not a zip archive); is the file truncated?")
-    try:
-        return torch.jit.load(str(path), map_location="cpu").state_dict()
-    except RuntimeError:
-        pass  # not TorchScript: a pickled state dict, as OpenAI's loader also falls back to
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a damaged archive
-        raise FalipError(f"cannot read checkpoint {path}: {first_line(exc)}") from None
+    scripted = read_torchscript(path)
+    if scripted is not None:
+        return strip_wrappers(scripted)
+    # not TorchScript: a saved state dict, as OpenAI's loader also falls back to
+    obj = read_torch_data(path, "checkpoint")
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise FalipError(f"{path} holds no state dict of tensors")
-    return obj
+    return strip_wrappers(obj)
 
 
 def _count_blocks(state: dict, prefix: str) -> int:
@@ -70,6 +86,13 @@ def config_from_state_dict(state: dict[str, torch.Tensor]) -> ClipConfig:
     if "visual.conv1.weight" not in state:
         if any(k.startswith("visual.layer1.") for k in state):
             raise FalipError("this is a ResNet CLIP (RN50, RN101, ...): FALIP needs a ViT image encoder")
+        wrapped = next((k for k in state if k.endswith(".visual.conv1.weight")), None)
+        if wrapped is not None:
+            prefix = wrapped.removesuffix("visual.conv1.weight")
+            raise FalipError(
+                f"the keys carry a prefix {prefix!r} (e.g. {wrapped}) that falip does not strip "
+                f"(it strips {' and '.join(WRAPPERS)}): save the model's own state dict"
+            )
         raise FalipError("no `visual.conv1.weight`: not an OpenAI-format CLIP ViT checkpoint")
     try:
         conv = state["visual.conv1.weight"]

@@ -63,8 +63,10 @@ def score(
     from ..inputs.images import open_image
     from ..inputs.regions import check_regions
     from ..inputs.settings import FalipSettings
+    from ..inputs.texts import check_texts
 
-    picture = open_image(image)  # fail on a bad image, box or setting before loading a large checkpoint
+    picture = open_image(image)  # fail on a bad image, box, text or setting before loading a large checkpoint
+    check_texts(list(texts))
     if boxes:
         check_regions(list(boxes), picture.size, box_format)
     FalipSettings(alpha=alpha, sigma=sigma, layers=layers)  # checked here, before the model loads

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FalipError
+from ..inputs.files import lines
 from ..inputs.images import open_image
 
 Box = list[float]
@@ -56,12 +57,27 @@ class RecData(list):
         self.skipped = skipped if skipped is not None else Skipped()
 
 
-def read_image(source: ImageSource):
+def read_image(source: ImageSource, size: tuple[int, int] | None = None):
     """A data set's image from a file path (its stored pixels: no EXIF turn, as the authors' code reads
-    it and as its boxes were drawn) or a zero-argument loader (generated scenes)."""
+    it and as its boxes were drawn) or a zero-argument loader (generated scenes).
+
+    Args:
+        source: the image file, or a loader.
+        size: the (width, height) the annotation gives, if it does.
+    Raises:
+        FalipError: the image cannot be read (see `falip.inputs.images.open_image`: missing, damaged,
+            over the pixel limit), or its decoded size differs from `size` (its boxes would land on
+            other pixels). The runner names the image in `skipped.json` and goes on.
+    """
     if callable(source):
         return source()
-    return open_image(source, exif=False)
+    image = open_image(source, exif=False)
+    if size is not None and tuple(image.size) != tuple(size):
+        raise FalipError(
+            f"decoded {image.size[0]}x{image.size[1]} pixels, but its annotation gives {size[0]}x{size[1]}: "
+            "its boxes would land on other pixels"
+        )
+    return image
 
 
 @dataclass
@@ -79,6 +95,7 @@ class RecImage:
     boxes: list[Box]
     expressions: list[RecExpression] = field(default_factory=list)
     whole_image_fallback: bool = False  # no proposal for this image: the whole decoded image is the candidate
+    size: tuple[int, int] | None = None  # (width, height) as the annotation gives it, checked on decoding
 
 
 @dataclass
@@ -88,6 +105,7 @@ class ClsExample:
     region: Box | Callable[[], Box | np.ndarray]  # a box, or a loader of a box or binary mask
     label: int
     group: str | None = None  # e.g. Waterbirds' (bird, place) group, for worst-group accuracy
+    size: tuple[int, int] | None = None  # (width, height) as the annotation gives it, checked on decoding
 
     def load_region(self):
         return self.region() if callable(self.region) else self.region
@@ -121,7 +139,7 @@ def read_table(
     """Whitespace-separated rows with at least `columns` fields (CUB's text files); the fields at
     `numeric` must be numbers. A bad row is an error, or with `skipped` a note and left out."""
     rows = []
-    for number, line in enumerate(require(path, f"file {path.name}").read_text().splitlines(), 1):
+    for number, line in enumerate(lines(require(path, f"file {path.name}").read_text()), 1):
         if not line.strip():
             continue
         fields = line.split(maxsplit=columns - 1)

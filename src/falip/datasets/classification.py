@@ -126,13 +126,26 @@ def load_dogs(root: Path, split: str = "test") -> ClsDataset:
                 skipped.add(f"{note}: no annotation for {rel}")
                 continue
             try:
-                box = ET.parse(note).getroot().find("object/bndbox")
+                root_node = ET.parse(note).getroot()
+                box = root_node.find("object/bndbox")
                 x0, y0, x1, y1 = (float(box.find(t).text) for t in ("xmin", "ymin", "xmax", "ymax"))
             except (ET.ParseError, AttributeError, TypeError, ValueError):
                 skipped.add(f"{note}: not a VOC annotation with an object box")
                 continue
-            examples.append(ClsExample(rel, image, [x0, y0, x1 - x0, y1 - y0], label))
+            examples.append(
+                ClsExample(rel, image, [x0, y0, x1 - x0, y1 - y0], label, size=_voc_size(root_node))
+            )
     return ClsDataset([_readable(f) for f in folders], examples, skipped)
+
+
+def _voc_size(root) -> tuple[int, int] | None:
+    """The image's (width, height) a VOC annotation gives in `<size>`, checked when the image is decoded
+    (`datasets.base.read_image`); None when it gives none."""
+    try:
+        size = int(root.find("size/width").text), int(root.find("size/height").text)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return size if min(size) > 0 else None
 
 
 WATERBIRDS_SPLITS = {"train": "0", "val": "1", "test": "2"}

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FalipError
+from ..inputs.files import lines
 from ..tasks.projection import normalise_cloud
 from .base import require, require_folder
 
@@ -110,9 +111,7 @@ def sample_cloud(points: np.ndarray, count: int, seed: int, normalise: bool = Tr
 
 
 def _names(path: Path) -> list[str]:
-    return [
-        line.strip() for line in require(path, "class-name list").read_text().splitlines() if line.strip()
-    ]
+    return [line.strip() for line in lines(require(path, "class-name list").read_text()) if line.strip()]
 
 
 def _h5(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -151,7 +150,7 @@ def load_modelnet40(root: Path, split: str = "test", points: int = POINTS, seed:
         )
         index = {name: i for i, name in enumerate(classes)}
         examples = []
-        for number, line in enumerate(listing.read_text().splitlines(), 1):
+        for number, line in enumerate(lines(listing.read_text()), 1):
             name = line.strip()
             if not name:
                 continue
@@ -172,7 +171,7 @@ def load_modelnet40(root: Path, split: str = "test", points: int = POINTS, seed:
             f"ModelNet40 HDF5 file list for {split!r}",
             "modelnet40_ply_hdf5_2048 lists its files in <split>_files.txt",
         )
-        files = [root / Path(line.strip()).name for line in listing.read_text().splitlines() if line.strip()]
+        files = [root / Path(line.strip()).name for line in lines(listing.read_text()) if line.strip()]
         arrays = [(f.name, *_h5(require(f, "ModelNet40 HDF5 file"))) for f in files]
         return CloudDataset(classes, _h5_examples(arrays, classes), points, seed, "first", normalise=False)
     raise FalipError(

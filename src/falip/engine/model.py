@@ -16,6 +16,7 @@ from ..inputs.masks import resolve_layers, select_heads
 from ..inputs.preprocess import OPENAI_MEAN, OPENAI_STD, Preprocessing
 from ..inputs.regions import Region, check_regions, region_bias_rows
 from ..inputs.settings import FalipSettings
+from ..inputs.texts import check_texts
 from .ablations import OPERATIONS, ablated_features
 from .encoder import DEFAULT_CHUNK, FovealEncoder
 from .pasta import PASTA_SCALE, pasta_features
@@ -56,6 +57,7 @@ class FalipModel:
         self.backbone = backbone.eval()
         self.preprocessing = preprocessing
         self.tokenizer = tokenizer
+        self.tokenizer_note: str | None = None  # why there is none, when the loader knew (a missing package)
         self.name = name
         self.settings = FalipSettings(box_rule=box_rule, gaussian=gaussian)
         chunk_size = checks.count("chunk_size", chunk_size)
@@ -405,20 +407,33 @@ class FalipModel:
             raise FalipError(str(exc)) from None
 
     def tokenize(self, texts: str | Sequence[str]) -> torch.Tensor:
+        """(N, context) token ids of texts, by the checkpoint's tokenizer.
+
+        Raises:
+            FalipError: the checkpoint has no tokenizer (saying why, when the loader knows: a missing
+                package such as SigLIP's sentencepiece), or a text the door refuses."""
         if self.tokenizer is None:
             where = "--tokenizer" if spelled("tokenizer") == "--tokenizer" else "tokenizer=... to falip.load"
+            why = self.tokenizer_note
             raise FalipError(
-                f"{self.name or 'this checkpoint'} has no tokenizer: pass {where} (a Hugging Face id or "
-                "directory, or OpenAI's bpe_simple_vocab_16e6.txt.gz), or give token ids"
+                f"{self.name or 'this checkpoint'} has no tokenizer: "
+                + (
+                    why
+                    if why
+                    else f"pass {where} (a Hugging Face id or directory, or OpenAI's "
+                    "bpe_simple_vocab_16e6.txt.gz), or give token ids"
+                )
             )
         return self.tokenizer(texts)
 
     @torch.no_grad()
     def encode_text(self, texts: TextInput) -> torch.Tensor:
-        """Text features (T, D) of strings or of a (T, context) token-id tensor."""
-        if isinstance(texts, (list, tuple)) and not texts:
-            raise FalipError("no text given")
-        ids = texts if isinstance(texts, torch.Tensor) else self.tokenize(texts)
+        """Text features (T, D) of strings or of a (T, context) token-id tensor.
+
+        Raises:
+            FalipError: no text, a text that is not a string or has nothing visible in it (the one rule
+                of `falip.inputs.texts`), or a checkpoint without a tokenizer."""
+        ids = texts if isinstance(texts, torch.Tensor) else self.tokenize(check_texts(texts))
         if ids.dim() == 1:
             ids = ids[None]
         return self.backbone.text(ids.to(self.device))
@@ -477,4 +492,5 @@ def load(
     model = FalipModel(
         loaded.model, preprocessing, loaded.tokenizer, loaded.name, box_rule, gaussian, chunk_size
     )
+    model.tokenizer_note = None if tokenizer is not None else loaded.tokenizer_note
     return model.to(device, _dtype(dtype))

@@ -36,7 +36,7 @@ from ..tasks.rec import NegativeSampler, ensemble, iou
 from ..tasks.relations import DEFAULT_PIPELINE, is_resolved, load_parser, member_methods, resolve
 from .distributed import Shard, barrier, current, gather, signal_failure
 from .store import ResultStore
-from .summary import write_summary
+from .summary import write_skipped, write_summary
 
 TIE = 1e-6  # scores this close (relative to the best) count as tied under ties="chance"
 TIES = ("first", "chance")
@@ -274,10 +274,38 @@ def _announce(shard: Shard, count: int, what: str) -> None:
         print(f"rank {shard.rank} of {shard.world}: {count} {what}", file=sys.stderr, flush=True)
 
 
+def _some_image_exists(sources: Sequence) -> None:
+    """Stop before scoring when not one of the image files to score exists (a data set pointed at the
+    wrong folder: COCO 2017 for refer's COCO_train2014_ names), naming the folders looked in.
+
+    Raises:
+        FalipError: every source is a file path and none of them exists."""
+    files = [Path(s) for s in sources if not callable(s)]
+    if not files or len(files) < len(sources) or any(f.is_file() for f in files):
+        return
+    folders = sorted({str(f.parent) for f in files})
+    where = ", ".join(folders[:3]) + (f" and {len(folders) - 3} more folders" if len(folders) > 3 else "")
+    raise FalipError(
+        f"none of the {len(files)} images to score was found: looked in {where} (e.g. {files[0].name}); "
+        "is the image folder the one the annotations name?"
+    )
+
+
 def _finish(store: ResultStore, order: list[str], out: Path, skipped: Sequence[str]) -> dict:
-    """Merge every rank's records (rank 0), write the summary once, and return it on every rank."""
+    """Merge every rank's records (rank 0), write the summary once, and return it on every rank.
+
+    Raises:
+        FalipError: nothing was scored (every example skipped): no summary is written, only
+            `skipped.json`, and the run fails with one line instead of reporting an empty table."""
     records = store.finish(order)
     every_skip = gather(store.shard, list(skipped))
+    if not records:
+        if store.shard.main:
+            write_skipped(out, every_skip)
+        barrier(store.shard)
+        first = f" (e.g. {every_skip[0]})" if store.shard.main and every_skip else ""
+        listed = Path(out) / "skipped.json"
+        raise FalipError(f"nothing was scored: every example was skipped, each named in {listed}{first}")
     if store.shard.main:
         summary = write_summary(out, records, every_skip)
     barrier(store.shard)
@@ -352,8 +380,11 @@ def run_rec(
             unit="expr",
         )
         try:
+            _some_image_exists(
+                [item.image for item in images if any(e.key in wanted for e in item.expressions)]
+            )
             todo_images = [item for item in mine if any(e.key in wanted for e in item.expressions)]
-            for item, loading in prefetch(todo_images, lambda it: read_image(it.image)):
+            for item, loading in prefetch(todo_images, lambda it: read_image(it.image, it.size)):
                 exprs = [e for e in item.expressions if e.key in wanted]
                 try:
                     image = loading.result()
@@ -467,7 +498,8 @@ def run_cls(
         skipped = Skipped(data.skipped if shard.main else [])
         _announce(shard, len(examples), "examples")
         try:
-            loads = prefetch(examples, lambda ex: read_image(ex.image))
+            _some_image_exists([e.image for e in data.examples[:limit] if e.key not in done])
+            loads = prefetch(examples, lambda ex: read_image(ex.image, ex.size))
             for example, loading in tqdm(
                 loads, total=len(examples), desc="images", disable=not progress, unit="img"
             ):

@@ -22,6 +22,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from ..errors import FalipError
+from ..inputs.files import lines as split_lines
 from .distributed import Shard, all_ok, barrier
 
 RESULTS = "results.jsonl"
@@ -150,7 +151,7 @@ class ResultStore:
         from the file)."""
         if not path.is_file():
             return []
-        lines = path.read_text().splitlines()
+        lines = split_lines(path.read_text(encoding="utf-8"))
         records, seen, kept = [], set(), []
         for line in lines:
             try:

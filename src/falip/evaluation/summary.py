@@ -77,23 +77,24 @@ def markdown(summary: dict[str, dict]) -> str:
     """A markdown table of a `summarise` result: one row per system with its n, and per metric present
     `accuracy % [95% CI]` in percent ("-" when it has no examples)."""
     metrics = [m for m in (*METRICS, "worst_group") if any(m in s for s in summary.values())]
-    head = "| system | n | " + " | ".join(f"{m} % [95% CI]" for m in metrics) + " |"
-    rows = [head, "|" + "---|" * (len(metrics) + 2)]
+
+    def row(cells: list[str]) -> str:
+        return "| " + " | ".join(cells) + " |"
+
+    rows = [row(["system", "n", *(f"{m} % [95% CI]" for m in metrics)]), "|" + "---|" * (len(metrics) + 2)]
     for system, entry in summary.items():
         n = next(iter(entry.values()))["n"]
-        rows.append(f"| {system} | {n} | " + " | ".join(_cell(entry.get(m)) for m in metrics) + " |")
+        rows.append(row([system, str(n), *(_cell(entry.get(m)) for m in metrics)]))
     names = list(dict.fromkeys(g for entry in summary.values() for g in entry.get("groups", {})))
     if names:  # accuracy per group, each column headed by its group and its size
         sizes = {
             g: next(e["groups"][g]["n"] for e in summary.values() if g in e.get("groups", {})) for g in names
         }
-        rows += ["", "| system | " + " | ".join(f"{g} (n={sizes[g]})" for g in names) + " |"]
+        rows += ["", row(["system", *(f"{g} (n={sizes[g]})" for g in names)])]
         rows.append("|" + "---|" * (len(names) + 1))
         for system, entry in summary.items():
             if "groups" in entry:
-                rows.append(
-                    f"| {system} | " + " | ".join(_cell(entry["groups"].get(g)) for g in names) + " |"
-                )
+                rows.append(row([system, *(_cell(entry["groups"].get(g)) for g in names)]))
     note = negatives_note(summary)
     return "\n".join(rows) + "\n" + (f"\n{note}" if note else "")
 
@@ -123,16 +124,23 @@ def write_summary(folder: Path, records: list[dict], skipped: Sequence[str] = ()
     write_atomic(folder / "summary.json", json.dumps(summary, indent=2) + "\n")
     write_atomic(folder / "summary.csv", to_csv(summary))
     text = markdown(summary)
+    write_skipped(folder, skipped)
+    if skipped:
+        text += (
+            f"\nSkipped {len(skipped)} bad example(s) or annotation(s), each named in skipped.json"
+            " (--strict stops at the first).\n"
+        )
+    write_atomic(folder / "summary.md", text)
+    return summary
+
+
+def write_skipped(folder: Path, skipped: Sequence[str]) -> None:
+    """skipped.json (count and one line per item left out), written atomically; removed when nothing was."""
+    folder = Path(folder)
     if skipped:
         write_atomic(
             folder / "skipped.json",
             json.dumps({"count": len(skipped), "skipped": list(skipped)}, indent=2) + "\n",
         )
-        text += (
-            f"\nSkipped {len(skipped)} bad example(s) or annotation(s), each named in skipped.json"
-            " (--strict stops at the first).\n"
-        )
     else:
         (folder / "skipped.json").unlink(missing_ok=True)
-    write_atomic(folder / "summary.md", text)
-    return summary

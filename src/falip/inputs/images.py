@@ -10,6 +10,10 @@ one-line `FalipError`.
 from __future__ import annotations
 
 import io
+import os
+import re
+import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +41,74 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+MAX_PIXELS_VARIABLE = "FALIP_MAX_IMAGE_PIXELS"
+_PILLOW_LIMIT = threading.Lock()
+
+
+def max_image_pixels() -> int | None:
+    """The most pixels (width x height) an image file may have before falip refuses to decode it, a guard
+    against decompression bombs (a small file that decodes into gigabytes): the environment variable
+    `FALIP_MAX_IMAGE_PIXELS` when set (0: no limit), else where Pillow itself refuses, twice
+    `PIL.Image.MAX_IMAGE_PIXELS` (178,956,970 by default; None there: no limit).
+
+    Raises:
+        FalipError: the variable is set to something that is not a whole number >= 0."""
+    given = os.environ.get(MAX_PIXELS_VARIABLE, "").strip()
+    if given:
+        try:
+            value = int(given.replace("_", "").replace(",", ""))
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise FalipError(
+                f"{MAX_PIXELS_VARIABLE} must be a whole number of pixels (0: no limit), got {given!r}"
+            )
+        return value or None
+    pillow = Image.MAX_IMAGE_PIXELS
+    return None if pillow is None else 2 * int(pillow)
+
+
+def _too_large(name: str, pixels: int, limit: int, shape: str = "") -> FalipError:
+    """The one-line refusal of an image over the pixel limit, saying how to raise the limit."""
+    return FalipError(
+        f"{name} has {pixels:,} pixels{shape}, over the limit of {limit:,} that guards against "
+        f"decompression bombs; if you trust the file, raise it: {MAX_PIXELS_VARIABLE}={pixels} (0: no limit)"
+    )
+
+
+def _open(file, name: str) -> Image.Image:
+    """`Image.open` (the header only: nothing decoded yet) under falip's pixel limit, which replaces
+    Pillow's own (its warning silenced, its refusal lifted when the limit is raised above it)."""
+    limit = max_image_pixels()
+    pillow = Image.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            if pillow is None or (limit is not None and limit <= 2 * pillow):
+                img = Image.open(file)
+            else:  # a limit above Pillow's: its check is off while the header is read
+                with _PILLOW_LIMIT:
+                    Image.MAX_IMAGE_PIXELS = None
+                    try:
+                        img = Image.open(file)
+                    finally:
+                        Image.MAX_IMAGE_PIXELS = pillow
+        except Image.DecompressionBombError as exc:  # over Pillow's own limit, so over falip's
+            sizes = [int(n) for n in re.findall(r"\d+", str(exc))]
+            raise _too_large(name, sizes[0] if sizes else 0, limit) from None
+    if limit is not None and img.width * img.height > limit:
+        img.close()
+        raise _too_large(name, img.width * img.height, limit, f" ({img.width}x{img.height})")
+    return img
+
+
 def _decode(file, name: str, exif: bool) -> Image.Image:
-    """Decode `file` (a path or a file object) as `name` says in messages."""
+    """Decode `file` (a path or a file object) as `name` says in messages.
+
+    Raises:
+        FalipError: not an image Pillow decodes, a damaged one, or one over `max_image_pixels`."""
     try:
-        with Image.open(file) as img:
+        with _open(file, name) as img:
             img.load()
             return _to_rgb(ImageOps.exif_transpose(img) if exif else img)
     except UnidentifiedImageError:  # its message holds the file object's repr: say it plainly
@@ -60,7 +128,8 @@ def open_image(image: ImageInput, *, exif: bool = True) -> Image.Image:
     Returns:
         An 8-bit RGB image (16-bit, float, palette and alpha modes converted, see `_to_rgb`).
     Raises:
-        FalipError: a missing file, undecodable bytes, a wrongly shaped array or an unsupported type.
+        FalipError: a missing file, undecodable bytes, a file over the pixel limit (`max_image_pixels`,
+            named with how to raise it), a wrongly shaped array or an unsupported type.
     """
     if isinstance(image, (str, Path)):
         path = Path(image)

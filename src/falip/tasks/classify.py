@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from ..errors import FalipError
 from ..inputs import checks
+from ..inputs.texts import check_texts
 from .methods import get_method
 
 TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
@@ -60,7 +61,9 @@ def class_features(
     spec = get_method(method)
     chosen = resolve_templates(templates)
     texts = [
-        spec.text(name) if spec.whole_text else t.format(spec.text(name)) for name in names for t in chosen
+        spec.text(name) if spec.whole_text else t.format(spec.text(name))
+        for name in check_texts(names)
+        for t in chosen
     ]
     feats = F.normalize(model.encode_text(texts).float(), dim=-1).unflatten(0, (len(names), len(chosen)))
     return F.normalize(feats.mean(dim=1), dim=-1)

@@ -35,6 +35,7 @@ from ..inputs.images import open_image
 from ..inputs.masks import parse_heads
 from ..inputs.regions import Region, check_regions, region_box
 from ..inputs.settings import FalipSettings
+from ..inputs.texts import check_texts
 from .visual_prompts import VISUAL_PROMPTS, cpt_text
 
 TEMPLATE = "a photo of {}"
@@ -268,5 +269,6 @@ def text_features(
     method's rewrite is the whole query (CPT: "{expression} is in red color.", ReCLIP's
     `ClipExecutor.preprocess_text` for its "shade" representation, with no "a photo of")."""
     spec = get_method(method)
+    texts = check_texts(texts)  # at the door, before a template could hide an empty one
     queries = [spec.text(t) if spec.whole_text else template.format(spec.text(t)) for t in texts]
     return F.normalize(model.encode_text(queries).float(), dim=-1)

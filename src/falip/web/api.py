@@ -21,6 +21,7 @@ from ..errors import FalipError
 from ..inputs import checks
 from ..inputs.images import open_image
 from ..inputs.regions import to_xyxy
+from ..inputs.texts import check_texts
 from ..tasks.methods import get_method, method_names, region_features, text_features
 from ..viz.demo import attention_panels, boxes_panel, demo_scene, demo_setting
 from .schema import RunRequest, validation_message
@@ -127,10 +128,9 @@ def run(model: FalipModel, payload: RunRequest | dict) -> dict:
         FalipError: anything the library's doors refuse (image, boxes, texts, method, settings, layers).
     """
     request = _request(payload)
-    texts = [t.strip() for t in request.texts if t.strip()]
-    if not texts:
-        raise FalipError("give a text to look for (a referring expression)")
-    labels = [t.strip() for t in request.labels if t.strip()]
+    # texts through the door every entry point shares: a blank one is refused with the API's message
+    texts = [t.strip() for t in check_texts(request.texts)]
+    labels = [t.strip() for t in check_texts(request.labels)] if request.labels else []
     get_method(request.method)  # an unknown name is refused with the list of methods
     boxes = [_xywh(b, i) for i, b in enumerate(request.boxes)]
     setting = demo_setting(model)

@@ -44,6 +44,7 @@ class Skipped(list):
     """What a loader or a run left out, one line each naming the file, line or image and why."""
 
     def add(self, message: str) -> None:
+        """Record `message` as skipped; inside `strict_data()` raise FalipError(message) instead."""
         if _STRICT.get():
             raise FalipError(message)
         self.append(message)
@@ -82,6 +83,9 @@ def read_image(source: ImageSource, size: tuple[int, int] | None = None):
 
 @dataclass
 class RecExpression:
+    """One referring expression: its stable `key`, its `text`, and its gold boxes (xywh, original-image
+    pixels); `group` names what it refers to, for per-group accuracy."""
+
     key: str
     text: str
     gold: list[Box]
@@ -90,6 +94,9 @@ class RecExpression:
 
 @dataclass
 class RecImage:
+    """One image of a referring-expression data set: its stable `key`, the image (a path or a loader),
+    its candidate `boxes` (xywh, original-image pixels) and the `expressions` that refer into it."""
+
     key: str
     image: ImageSource
     boxes: list[Box]
@@ -100,6 +107,9 @@ class RecImage:
 
 @dataclass
 class ClsExample:
+    """One region-classification example: the image (a path or a loader), one region (an xywh box in
+    original-image pixels, or a loader of a box or binary mask) and its class index `label`."""
+
     key: str
     image: ImageSource
     region: Box | Callable[[], Box | np.ndarray]  # a box, or a loader of a box or binary mask
@@ -108,11 +118,15 @@ class ClsExample:
     size: tuple[int, int] | None = None  # (width, height) as the annotation gives it, checked on decoding
 
     def load_region(self):
+        """The region: `region` called when it is a loader, else `region` itself."""
         return self.region() if callable(self.region) else self.region
 
 
 @dataclass
 class ClsDataset:
+    """A region-classification data set: its class names, its examples (`label` indexes `classes`) and
+    what its loader skipped."""
+
     classes: list[str]
     examples: list[ClsExample]
     skipped: Skipped = field(default_factory=Skipped)

@@ -61,6 +61,8 @@ POINTS = 1024
 
 @dataclass
 class CloudExample:
+    """One point cloud: its stable `key`, a loader of the raw (N, >=3) array, and its class index `label`."""
+
     key: str
     load: Callable[[], np.ndarray]  # the raw cloud (N, >=3)
     label: int

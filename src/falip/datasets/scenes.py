@@ -60,6 +60,10 @@ def scene_rec(split: str = "test", count: int = 500, phrasing: str = "scenes") -
 
 
 def scene_cls(split: str = "test", count: int = 500) -> ClsDataset:
+    """Region classification on `count` multi-object scenes of `split`: one example per object, its box
+    the region and its colour-shape class the label (among the 30 of `class_names()`).
+
+    Raises FalipError for an unknown split or a `count` that is not a whole number of at least 1."""
     names = class_names()
     examples = [
         ClsExample(f"{split}/{i}:{k}", (lambda image=scene.image: image), list(o.box), names.index(o.label))

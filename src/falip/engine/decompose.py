@@ -218,6 +218,7 @@ class TextSpan:
     cosine: torch.Tensor  # (B,): cos(encode_image, text), computed as usual
 
     def total(self) -> torch.Tensor:
+        """(B,): the sum of every head's and residual term's contribution; equals `cosine` up to rounding."""
         return self.heads.sum(dim=(1, 2, 3)) + self.residual.sum(1)
 
     def head_map(self, layer: int, head: int) -> torch.Tensor:

@@ -70,10 +70,12 @@ class FalipModel:
 
     @property
     def box_rule(self) -> str:
+        """The box rule of the model's own settings (`settings.box_rule`)."""
         return self.settings.box_rule
 
     @property
     def gaussian(self) -> str:
+        """The Gaussian of the model's own settings (`settings.gaussian`)."""
         return self.settings.gaussian
 
     def settings_for(self, settings: FalipSettings | None = None, **changes) -> FalipSettings:
@@ -105,25 +107,32 @@ class FalipModel:
 
     @property
     def device(self) -> torch.device:
+        """The device the backbone's weights are on."""
         return self.backbone.logit_scale.device
 
     @property
     def dtype(self) -> torch.dtype:
+        """The dtype of the backbone's weights."""
         return self.backbone.logit_scale.dtype
 
     @property
     def depth(self) -> int:
+        """The number of transformer layers of the vision tower."""
         return self.backbone.cfg.vision.layers
 
     @property
     def patch_size(self) -> int:
+        """The vision tower's patch size in pixels."""
         return self.backbone.cfg.vision.patch_size
 
     @property
     def default_layers(self) -> list[int]:
+        """The 0-based layers FALIP masks when none are given (`resolve_layers(None, depth)`)."""
         return resolve_layers(None, self.depth)
 
     def to(self, device=None, dtype=None) -> FalipModel:
+        """Move the backbone to `device` and/or cast it to `dtype` (a torch dtype or a name); returns the
+        model. Raises FalipError for a device this machine lacks or an unknown dtype name."""
         self.backbone.to(
             device=_device(device) if device is not None else None, dtype=_dtype(dtype) if dtype else None
         )

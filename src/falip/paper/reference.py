@@ -73,6 +73,8 @@ class ReferenceReport:
 
     @property
     def passed(self) -> bool:
+        """Whether at least one image was held to the tolerances, the mask rows have the reference's
+        support and token ids, and every measured quantity is within `TOLERANCES`."""
         t = TOLERANCES
         return (
             self.held > 0
@@ -86,6 +88,8 @@ class ReferenceReport:
         )
 
     def table(self) -> str:
+        """The report as a text table: each quantity's tolerance and measured value, the Pillow version, and
+        the images whose input differs (measured, not held to the tolerances)."""
         t = TOLERANCES
         rows = [
             ("mask rows: max |diff| / alpha", t["mask"], self.mask),

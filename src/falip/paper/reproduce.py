@@ -56,6 +56,9 @@ assert len(CLS_CELLS) == len(CLS_COLUMNS)
 
 @dataclass(frozen=True)
 class Cell:
+    """One of our table cells: the run folder below --out, the system (method or "ensemble") in its
+    `summary.json`, and the metric read there."""
+
     run: str  # the run's folder below --out, `$SPLIT` still in it
     system: str  # the method, or "ensemble"
     metric: str = "correct"
@@ -63,6 +66,10 @@ class Cell:
 
 @dataclass
 class TableSpec:
+    """One of the paper's tables: its number and title, the commands that fill it (`$SPLIT` still in
+    them), its rows' cells (None where we have no run), the tables whose commands it also needs, a
+    note, and `extra` rows of ours the paper does not have."""
+
     number: str
     title: str
     commands: list[str] = field(default_factory=list)
@@ -289,6 +296,8 @@ TABLES = _tables()
 
 
 def get_table(number: str) -> TableSpec:
+    """The `TableSpec` of table `number` ("3", "table3" and "Table 3" alike). Raises FalipError for a
+    table the paper does not have."""
     number = str(number).removeprefix("table").removeprefix("Table").strip()
     if number not in TABLES:
         raise FalipError(f"no table {number!r}; the paper's tables are {', '.join(TABLES)}")
@@ -564,6 +573,8 @@ def _cloud_statistics(data: dict[str, str]) -> dict[str, list[float | None]]:
 
 
 def table_list() -> str:
+    """One line per table: its number, title, how many runs it takes (or that it is counted from your
+    data) and its note."""
     lines = []
     for number, spec in TABLES.items():
         runs = sum(len(REC_SPLITS) if "$SPLIT" in c else 1 for c in table_commands(number))

@@ -226,6 +226,7 @@ class Ours:
     reason: str = ""
 
     def text(self) -> str:
+        """The cell as text: "value [low, high]" to one decimal, or "-" when there is no value."""
         if self.value is None:
             return "-"
         return f"{self.value:.1f} [{self.low:.1f}, {self.high:.1f}]"

@@ -150,6 +150,7 @@ class Entity:
 
     @property
     def text(self) -> str:
+        """The text of the entity's noun chunk."""
         return self.chunk.text
 
     def describe(self) -> dict:
@@ -243,6 +244,8 @@ class Parse:
 
     @property
     def used(self) -> bool:
+        """Whether ReCLIP uses the entity tree: an entity was found and a relation or superlative keyword is
+        present."""
         return self.entity is not None and self.has_keyword
 
 

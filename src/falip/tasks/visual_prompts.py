@@ -190,6 +190,7 @@ VISUAL_PROMPTS: dict[str, VisualPrompt] = {
 
 
 def get_visual_prompt(name: str) -> VisualPrompt:
+    """The visual prompt registered as `name` in `VISUAL_PROMPTS`. Raises FalipError for an unknown name."""
     if name not in VISUAL_PROMPTS:
         raise FalipError(f"unknown visual prompt {name!r}; choose one of {', '.join(VISUAL_PROMPTS)}")
     return VISUAL_PROMPTS[name]

@@ -29,6 +29,10 @@ PANEL = 384
 
 @dataclass
 class DemoResult:
+    """What `run_demo` made: the text, the boxes (xywh, pixels), each box's FALIP score and label, the
+    share of [CLS] attention inside the best box (plain, FALIP), the picture's path, and the index of
+    the box the expression refers to (generated scenes only, else None)."""
+
     text: str
     boxes: list[list[float]]
     scores: list[float]  # FALIP score of each box against `text`
@@ -122,6 +126,9 @@ def heat_overlay(image: Image.Image, grid: np.ndarray, scale: float) -> Image.Im
 def boxes_panel(
     image: Image.Image, boxes, scores, labels, best: int, scale: float, expected: int | None
 ) -> Image.Image:
+    """A copy of `image` with each box drawn and captioned with its score and label: `best` in green,
+    the others in white, `expected` (if any) framed in yellow. `boxes` are (x0, y0, x1, y1) in the
+    original image's pixels, multiplied by `scale` to land on `image`."""
     panel = image.copy()
     draw = ImageDraw.Draw(panel)
     for i, (box, score, label) in enumerate(zip(boxes, scores, labels)):

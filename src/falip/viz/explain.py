@@ -45,6 +45,9 @@ SIGMAS = (1.0, 2.0, 100.0)
 
 @dataclass
 class Explanation:
+    """What `explain` computed: named (grid, grid) arrays over the model's patch tokens, a title for each,
+    the image shown under an array's panel where it is not the original, and the pictures written."""
+
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # each (grid, grid) over the model's tokens
     titles: dict[str, str] = field(default_factory=dict)
     views: dict[str, object] = field(

@@ -69,6 +69,7 @@ class BodyLimit:
         self.app, self.limit = app, limit
 
     async def __call__(self, scope, receive, send) -> None:
+        """Pass non-HTTP scopes and bodies within `limit` to the app; refuse larger ones with 413, closing."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

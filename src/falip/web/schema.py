@@ -69,6 +69,9 @@ class RunRequest(BaseModel):
 
 
 class InfoReply(BaseModel):
+    """`GET /api/info`: the model, whether it is the toy one, a note about it, the region methods, and
+    the default setting (alpha, sigma in token units, 0-based layers or None) with where it comes from."""
+
     model: str
     is_toy: bool
     note: str
@@ -80,6 +83,9 @@ class InfoReply(BaseModel):
 
 
 class ExampleReply(BaseModel):
+    """`GET /api/example`: a generated scene as a PNG data URL, its objects' boxes ([x, y, w, h] in
+    pixels), the texts and labels to try, and the index of the box the expression names."""
+
     image: str = Field(description="a generated scene as a PNG data URL")
     boxes: list[list[float]]
     texts: list[str]
@@ -88,6 +94,9 @@ class ExampleReply(BaseModel):
 
 
 class RankedBox(BaseModel):
+    """One box in a ranking: the box ([x, y, w, h] in pixels), its index in the request, its score for
+    the text, and its best label (empty when no labels were given)."""
+
     box: list[float]
     index: int
     score: float
@@ -95,17 +104,24 @@ class RankedBox(BaseModel):
 
 
 class Ranking(BaseModel):
+    """The request's boxes ranked for one text, best first."""
+
     text: str
     boxes: list[RankedBox]
 
 
 class Setting(BaseModel):
+    """The setting a run used: alpha, sigma in token units, and the 0-based masked layers."""
+
     alpha: float
     sigma: float
     layers: list[int]
 
 
 class RunReply(BaseModel):
+    """`POST /api/run`: a ranking per text, the boxes picture and the plain and FALIP [CLS] attention
+    pictures (data URLs), the attention share inside the best box, the method and the setting used."""
+
     ranking: list[Ranking]
     boxes_picture: str
     attention_plain: str
@@ -118,6 +134,8 @@ class RunReply(BaseModel):
 
 
 class ErrorReply(BaseModel):
+    """The body of every refusal: one line saying what was wrong."""
+
     error: str = Field(description="what was wrong, in one line")
 
 

@@ -65,24 +65,29 @@ class DeadlineH11Protocol(H11Protocol):
     _answered = False  # a response went out on this connection
 
     def connection_made(self, transport) -> None:
+        """Start the request deadline on a new connection."""
         super().connection_made(transport)
         self._watch()
 
     def data_received(self, data: bytes) -> None:
+        """Feed the bytes to uvicorn, then start or stop the deadline by what the client is sending now."""
         super().data_received(data)
         self._watch()
 
     def on_response_complete(self) -> None:
+        """After a response, give the next request a deadline of its own."""
         self._answered = True
         self._stop()  # the next request gets a deadline of its own
         super().on_response_complete()
         self._watch()
 
     def connection_lost(self, exc) -> None:
+        """Cancel the deadline, then let uvicorn clean up after the lost connection."""
         self._stop()
         super().connection_lost(exc)
 
     def send_400_response(self, msg: str) -> None:  # malformed HTTP; uvicorn's own answer is plain text
+        """Answer malformed HTTP with a 400 JSON error (not uvicorn's plain text) and close the connection."""
         self.transport.write(
             _reply(
                 400,
@@ -197,10 +202,12 @@ class Server:
 
     @property
     def port(self) -> int:
+        """The port the server is bound to (the one the system chose for port 0)."""
         return self.socket.getsockname()[1]
 
     @property
     def url(self) -> str:
+        """The server's address, http://host:port (an IPv6 host in brackets)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 

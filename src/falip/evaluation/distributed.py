@@ -11,6 +11,7 @@ and the summary equal a single-process run's exactly. CPU runs use the gloo back
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -42,7 +43,16 @@ def current(device: str = "cpu") -> Shard:
 
     if not dist.is_initialized():
         dist.init_process_group("nccl" if str(device).startswith("cuda") else "gloo")
+        # Leave the group before the interpreter tears down: a gloo group still alive at exit can end the
+        # process in std::terminate ("terminate called without an active exception", SIGABRT) now and then.
+        atexit.register(_leave, dist)
     return Shard(dist.get_rank(), dist.get_world_size())
+
+
+def _leave(dist) -> None:
+    """Destroy the process group if it is still there (registered with `atexit` by `current`)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def barrier(shard: Shard) -> None:

@@ -12,7 +12,7 @@ import click
 
 from ..datasets import CLOUD_DATASETS, CLS_DATASETS, REC_DATASETS
 from ..inputs.settings import PAPER
-from .options import LAYERS, numbers, say_model, say_setting
+from .options import LAYERS, given_options, numbers, say_model, say_setting
 
 
 def _list(text: str | None) -> list[str]:
@@ -193,11 +193,6 @@ def _loaded(names, device, preprocess, config, dtype: str = "float32") -> dict:
     return models
 
 
-def _data_options(**given) -> dict:
-    """The dataset options the user gave (click hands paths over as strings, so they save as JSON)."""
-    return {k: v for k, v in given.items() if v is not None}
-
-
 def _report(summary: dict, out: str) -> None:
     """The summary table, printed once (by rank 0 under torchrun)."""
     import os
@@ -339,7 +334,7 @@ def eval_rec(
         from ..evaluation.runner import RunConfig, run_rec
         from ..inputs import checks
 
-        data_opts = _data_options(
+        data_opts = given_options(
             annotations=annotations,
             images=images,
             instances=instances,
@@ -460,7 +455,7 @@ def eval_cls(
         from ..evaluation.runner import RunConfig, run_cls
         from ..tasks.classify import TEMPLATE_SETS
 
-        data_opts = _data_options(
+        data_opts = given_options(
             root=root,
             cub_root=cub_root,
             names=names,
@@ -604,7 +599,7 @@ def eval_pointcloud(
                 "the view weights are searched on a validation split, not on the evaluated split "
                 f"{search_split!r}"
             )
-        data_opts = _data_options(root=root, split=split, variant=variant, points=points, seed=seed)
+        data_opts = given_options(root=root, split=split, variant=variant, points=points, seed=seed)
         data = open_clouds(dataset, **data_opts)
         config = RunConfig(
             "pointcloud",

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..inputs.settings import PAPER
-from .options import BOX, LAYERS, say_model, say_setting
+from .options import BOX, LAYERS, given_options, say_model, say_setting
 
 
 @click.group("heads")
@@ -95,7 +95,7 @@ def heads_rank(
 
     get_visual_prompt(prompt)
     if dataset in REC_DATASETS:
-        options = dict(
+        options = given_options(
             annotations=annotations,
             images=images,
             instances=instances,
@@ -104,9 +104,9 @@ def heads_rank(
             split_by=split_by,
             count=count,
         )
-        data = open_rec(dataset, **{k: v for k, v in options.items() if v is not None})
+        data = open_rec(dataset, **options)
     else:
-        options = dict(
+        options = given_options(
             root=root,
             cub_root=cub_root,
             names=names,
@@ -115,7 +115,7 @@ def heads_rank(
             split=split,
             count=count,
         )
-        data = open_cls(dataset, **{k: v for k, v in options.items() if v is not None})
+        data = open_cls(dataset, **options)
     model = load(model_name, device, preprocess=preprocess)
     config = {
         "task": "heads",
@@ -123,7 +123,7 @@ def heads_rank(
         "model": model_name,
         "prompt": prompt,
         "preprocess": preprocess,
-        "data": {k: v for k, v in options.items() if v is not None},
+        "data": options,
     }
     folder = Path(out)
     effect = rank_heads(

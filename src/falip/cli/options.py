@@ -35,6 +35,12 @@ def numbers(text: str, what: str, count: int | None = None) -> list[float]:
     return values
 
 
+def given_options(**options) -> dict:
+    """The data-set options the user gave, those left at None dropped (click hands paths over as strings,
+    so they save as JSON in a run's config)."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def _name(param: click.Parameter | None, fallback: str) -> str:
     return param.opts[0] if param is not None and param.opts else fallback
 

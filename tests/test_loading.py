@@ -161,6 +161,32 @@ def test_resnet_and_truncated_checkpoints_are_named(tmp_path, tiny_openai):
         falip.load(tmp_path / "partial.safetensors")
 
 
+def test_hf_weights_are_read_without_clipmodel_and_sharded_ones_through_it(tmp_path, hf_dir):
+    """A folder's single `model.safetensors` is read straight into the backbone (no `CLIPModel`: its
+    import cost every command ~1.7 s); sharded weights go through `CLIPModel.from_pretrained`. Both equal."""
+    from transformers import CLIPModel
+
+    code = (
+        "import sys, falip\nfalip.load(sys.argv[1]).encode_text(['a cat'])\n"
+        "print('transformers.models.clip.modeling_clip' in sys.modules)"
+    )
+    imported = subprocess.run(
+        [sys.executable, "-c", code, str(hf_dir)], capture_output=True, text=True, timeout=300
+    )
+    assert imported.stdout.split() == ["False"], imported.stderr
+
+    sharded = tmp_path / "sharded"
+    CLIPModel.from_pretrained(hf_dir).save_pretrained(sharded, max_shard_size="100KB")
+    for file in hf_dir.iterdir():  # the tokenizer and preprocessing files
+        if not file.name.startswith("model"):
+            (sharded / file.name).write_bytes(file.read_bytes())
+    assert not (sharded / "model.safetensors").exists()
+    assert (sharded / "model.safetensors.index.json").is_file()
+    direct, through = falip.load(hf_dir), falip.load(sharded)
+    for key, value in direct.backbone.state_dict().items():
+        assert torch.equal(through.backbone.state_dict()[key], value), key
+
+
 def test_hf_directory_of_another_model_type_is_refused(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(falip.FalipError, match="not a CLIP"):

@@ -14,7 +14,7 @@ import torch
 
 from ..errors import FalipError, first_line
 from .base import LoadedCheckpoint, build_backbone
-from .clip import ClipConfig, TextConfig, VisionConfig
+from .clip import ClipBackbone, ClipConfig, TextConfig, VisionConfig
 from .tokenizer import ClipTokenizer
 
 _RENAMES = [
@@ -166,6 +166,34 @@ def _offline_only(spec: str) -> bool:
     return True
 
 
+def _backbone_from_safetensors(spec: str, cfg: ClipConfig) -> ClipBackbone | None:
+    """The backbone read straight from the checkpoint's single `model.safetensors` (what `save_pretrained`
+    writes), in a local folder or the Hugging Face cache, without building transformers' `CLIPModel`:
+    importing its modelling code alone takes about 1.7 s, which every `falip` command paid on start (the
+    embedded toy model is such a folder). The same tensors, renamed by `state_from_hf` (tested equal to
+    the `CLIPModel` route). None where there is no such file (sharded or `.bin` weights, a hub id not yet
+    downloaded) or its tensors do not fit `cfg` under the current names: `CLIPModel.from_pretrained` then
+    reads them, with transformers' conversions and its own errors."""
+    from safetensors.torch import load_file
+
+    if Path(spec).is_dir():
+        path = Path(spec) / "model.safetensors"
+        path = str(path) if path.is_file() else None
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            path = try_to_load_from_cache(spec, "model.safetensors")
+        except Exception:  # not a valid repo id
+            path = None
+    if not isinstance(path, str):
+        return None
+    try:
+        return build_backbone(cfg, state_from_hf(load_file(path)), spec)
+    except Exception:  # unreadable, or names from another transformers version
+        return None
+
+
 def load(spec: str) -> LoadedCheckpoint:
     """Load a Hugging Face checkpoint: a hub id or a local `save_pretrained` folder.
 
@@ -174,7 +202,7 @@ def load(spec: str) -> LoadedCheckpoint:
     SigLIP model. With no network, a hub id is read from the local cache only. Raises FalipError for a
     config or weights that cannot be read, a SigLIP 2 NaFlex model, any other model type, a hub id that
     is neither cached nor reachable, or weights that do not match the config (`build_backbone`)."""
-    from transformers import AutoConfig, AutoTokenizer, CLIPModel
+    from transformers import AutoConfig, AutoTokenizer
 
     local_only = _offline_only(spec)
     try:
@@ -194,22 +222,25 @@ def load(spec: str) -> LoadedCheckpoint:
         raise FalipError(
             f"{spec!r} is a {hf_config.model_type!r} model, not a CLIP (`CLIPModel`) or SigLIP checkpoint"
         )
-    from transformers.utils import logging as hf_logging
-
-    quiet = Path(spec).is_dir() and hf_logging.is_progress_bar_enabled()  # no bar for a local folder
-    if quiet:
-        hf_logging.disable_progress_bar()
-    try:
-        hf_model = CLIPModel.from_pretrained(
-            spec, config=hf_config, dtype=torch.float32, local_files_only=local_only
-        )
-    except Exception as exc:  # corrupt or missing weight files
-        raise FalipError(f"cannot read the weights of {spec!r}: {first_line(exc)}") from None
-    finally:
-        if quiet:
-            hf_logging.enable_progress_bar()
     cfg = config_from_hf(hf_config)
-    model = build_backbone(cfg, state_from_hf(hf_model.state_dict()), spec)
+    model = _backbone_from_safetensors(spec, cfg)
+    if model is None:
+        from transformers import CLIPModel
+        from transformers.utils import logging as hf_logging
+
+        quiet = Path(spec).is_dir() and hf_logging.is_progress_bar_enabled()  # no bar for a local folder
+        if quiet:
+            hf_logging.disable_progress_bar()
+        try:
+            hf_model = CLIPModel.from_pretrained(
+                spec, config=hf_config, dtype=torch.float32, local_files_only=local_only
+            )
+        except Exception as exc:  # corrupt or missing weight files
+            raise FalipError(f"cannot read the weights of {spec!r}: {first_line(exc)}") from None
+        finally:
+            if quiet:
+                hf_logging.enable_progress_bar()
+        model = build_backbone(cfg, state_from_hf(hf_model.state_dict()), spec)
     try:
         tok = ClipTokenizer(
             AutoTokenizer.from_pretrained(spec, local_files_only=local_only), cfg.text.context_length

@@ -255,6 +255,8 @@ def eval_group() -> None:
     "--spacy-pipeline",
     default="en_core_web_sm",
     show_default=True,
+    envvar="FALIP_SPACY_PIPELINE",
+    show_envvar=True,
     help="reclip and <method>+relations: spaCy's English pipeline for ReCLIP's relation resolver.",
 )
 @click.option("--template", default="a photo of {}", show_default=True)

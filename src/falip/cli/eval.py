@@ -213,6 +213,52 @@ def _report(summary: dict, out: str) -> None:
         )
 
 
+def _run_task(
+    task: str, dataset: str, options: dict, open_data, run, data_keys: tuple[str, ...], **own
+) -> None:
+    """One `falip eval rec|cls` run from its command-line options: the data set opened from the options
+    named by `data_keys` (those given are also saved in the run's config), a `RunConfig` of the options
+    every eval command shares (`_shared_options`) and the task's `own` fields, the models loaded once the
+    data and the settings have passed their checks, then the run and its printed summary."""
+    from ..datasets.base import strict_data
+    from ..evaluation.runner import RunConfig
+
+    with strict_data(options["strict"]):
+        data_opts = given_options(**{key: options[key] for key in data_keys})
+        data = open_data(dataset, **data_opts)
+        config = RunConfig(
+            task,
+            dataset,
+            list(options["models"]),
+            _list(options["methods"]),
+            options["alpha"],
+            options["sigma"],
+            options["layers"],
+            options["form"],
+            dtype=options["dtype"],
+            seed=options["seed"],
+            pasta_scale=options["pasta_scale"],
+            pasta_heads=options["pasta_heads"],
+            unleash_layers=options["unleash_layers"],
+            unleash_heads=options["unleash_heads"],
+            data=data_opts,
+            **own,
+        )
+        models = _loaded(
+            options["models"], options["device"], options["preprocess"], config, options["dtype"]
+        )
+        summary = run(
+            models,
+            data,
+            config,
+            Path(options["out"]),
+            limit=options["limit"],
+            overwrite=options["overwrite"],
+            progress=not options["quiet"],
+        )
+        _report(summary, options["out"])
+
+
 @click.group("eval")
 def eval_group() -> None:
     """Evaluate methods on referring expressions (rec) or region classification (cls)."""
@@ -289,97 +335,29 @@ def eval_group() -> None:
     help="Boxes tied for the best score: the first is the prediction (the authors' argmax), or the tie "
     "counts as a random pick's expected accuracy.",
 )
-def eval_rec(
-    dataset,
-    models,
-    methods,
-    alpha,
-    sigma,
-    layers,
-    form,
-    pasta_scale,
-    pasta_heads,
-    unleash_layers,
-    unleash_heads,
-    split,
-    limit,
-    out,
-    overwrite,
-    preprocess,
-    device,
-    dtype,
-    seed,
-    quiet,
-    strict,
-    annotations,
-    images,
-    instances,
-    detections,
-    split_by,
-    count,
-    phrasing,
-    spacy_pipeline,
-    template,
-    subtract,
-    negatives,
-    ensemble,
-    iou,
-    ties,
-) -> None:
+def eval_rec(dataset, **options) -> None:
     """Referring expression comprehension: pick each expression's box among the candidates.
 
     DATASET: reclip, refer, transvg or scenes (the toy model's test scenes)."""
-    from ..datasets.base import strict_data
+    from ..datasets import open_rec
+    from ..evaluation.runner import run_rec
+    from ..inputs import checks
 
-    with strict_data(strict):
-        from ..datasets import open_rec
-        from ..evaluation.runner import RunConfig, run_rec
-        from ..inputs import checks
-
-        data_opts = given_options(
-            annotations=annotations,
-            images=images,
-            instances=instances,
-            detections=detections,
-            split=split,
-            split_by=split_by,
-            count=count,
-            phrasing=phrasing,
-        )
-        data = open_rec(dataset, **data_opts)
-        config = RunConfig(
-            "rec",
-            dataset,
-            list(models),
-            _list(methods),
-            alpha,
-            sigma,
-            layers,
-            form,
-            template=template,
-            subtract=checks.count("--negatives", negatives) if subtract else 0,
-            ensemble=ensemble,
-            iou=iou,
-            ties=ties,
-            dtype=dtype,
-            seed=seed,
-            pasta_scale=pasta_scale,
-            pasta_heads=pasta_heads,
-            unleash_layers=unleash_layers,
-            unleash_heads=unleash_heads,
-            spacy_pipeline=spacy_pipeline,
-            data=data_opts,
-        )
-        summary = run_rec(
-            _loaded(models, device, preprocess, config, dtype),
-            data,
-            config,
-            Path(out),
-            limit=limit,
-            overwrite=overwrite,
-            progress=not quiet,
-        )
-        _report(summary, out)
+    data_keys = ("annotations", "images", "instances", "detections", "split", "split_by", "count", "phrasing")
+    _run_task(
+        "rec",
+        dataset,
+        options,
+        open_rec,
+        run_rec,
+        data_keys,
+        template=options["template"],
+        subtract=checks.count("--negatives", options["negatives"]) if options["subtract"] else 0,
+        ensemble=options["ensemble"],
+        iou=options["iou"],
+        ties=options["ties"],
+        spacy_pipeline=options["spacy_pipeline"],
+    )
 
 
 @eval_group.command("cls")
@@ -417,85 +395,24 @@ def eval_rec(
     show_default=True,
     help="A template set (photo, bird, dog, ensemble7) or templates separated by '|'.",
 )
-def eval_cls(
-    dataset,
-    models,
-    methods,
-    alpha,
-    sigma,
-    layers,
-    form,
-    pasta_scale,
-    pasta_heads,
-    unleash_layers,
-    unleash_heads,
-    split,
-    limit,
-    out,
-    overwrite,
-    preprocess,
-    device,
-    dtype,
-    seed,
-    quiet,
-    strict,
-    root,
-    cub_root,
-    names,
-    categories,
-    region,
-    count,
-    templates,
-) -> None:
+def eval_cls(dataset, **options) -> None:
     """Region-prompted classification: name each image's region; top-1 and top-5.
 
     DATASET: cub, dogs, waterbirds, imagenet-s or scenes."""
-    from ..datasets.base import strict_data
+    from ..datasets import open_cls
+    from ..evaluation.runner import run_cls
+    from ..tasks.classify import TEMPLATE_SETS
 
-    with strict_data(strict):
-        from ..datasets import open_cls
-        from ..evaluation.runner import RunConfig, run_cls
-        from ..tasks.classify import TEMPLATE_SETS
-
-        data_opts = given_options(
-            root=root,
-            cub_root=cub_root,
-            names=names,
-            categories=categories,
-            region=region,
-            split=split,
-            count=count,
-        )
-        data = open_cls(dataset, **data_opts)
-        chosen = templates if templates in TEMPLATE_SETS else [t for t in templates.split("|") if t]
-        config = RunConfig(
-            "cls",
-            dataset,
-            list(models),
-            _list(methods),
-            alpha,
-            sigma,
-            layers,
-            form,
-            templates=chosen,
-            dtype=dtype,
-            seed=seed,
-            pasta_scale=pasta_scale,
-            pasta_heads=pasta_heads,
-            unleash_layers=unleash_layers,
-            unleash_heads=unleash_heads,
-            data=data_opts,
-        )
-        summary = run_cls(
-            _loaded(models, device, preprocess, config, dtype),
-            data,
-            config,
-            Path(out),
-            limit=limit,
-            overwrite=overwrite,
-            progress=not quiet,
-        )
-        _report(summary, out)
+    templates = options["templates"]
+    _run_task(
+        "cls",
+        dataset,
+        options,
+        open_cls,
+        run_cls,
+        ("root", "cub_root", "names", "categories", "region", "split", "count"),
+        templates=templates if templates in TEMPLATE_SETS else [t for t in templates.split("|") if t],
+    )
 
 
 @eval_group.command("pointcloud")

@@ -289,6 +289,18 @@ def no_model_load(monkeypatch):
         (["explain", "--alpha", "nan", "--out", "d"], "alpha must be finite"),
         (["score", "IMG", "--box", "60,0,5,5", "--text", "x"], "region 0: box lies wholly outside the 48x40"),
         (["score", "IMG", "--box", "1,1,5,5", "--text", "x", "--sigma", "-1"], "sigma must be"),
+        (
+            ["score", "IMG", "--box", "1,1,5,5", "--text", "x", "--layers", "11-8"],
+            "or ranges (8,9,10,11 or 8-11)",
+        ),
+        (
+            ["eval", "rec", "scenes", "--count", "1", "--method", "falp", "--out", "o"],
+            "unknown method 'falp'; choose one of plain, falip,",
+        ),
+        (
+            ["eval", "cls", "scenes", "--count", "1", "--method", "falip,reclip", "--out", "o"],
+            "for `falip eval rec` only",
+        ),
     ],
 )
 def test_inputs_are_checked_before_the_model_loads(
@@ -298,3 +310,54 @@ def test_inputs_are_checked_before_the_model_loads(
     code, out, err = run(argv, monkeypatch, capsys)
     assert code == 2 and err.startswith("error: ") and message in err, err
     assert "was loaded" not in err
+
+
+def test_unknown_methods_are_named_with_what_each_task_takes(no_model_load, monkeypatch, capsys):
+    rec = run(
+        ["eval", "rec", "scenes", "--count", "1", "--method", "falp", "--out", "o"], monkeypatch, capsys
+    )
+    cls = run(
+        ["eval", "cls", "scenes", "--count", "1", "--method", "falp", "--out", "o"], monkeypatch, capsys
+    )
+    assert rec[2].rstrip().endswith(", reclip, <method>+relations")  # the resolver's methods are REC's alone
+    assert "reclip" not in cls[2] and "red_circle+falip" in cls[2]
+
+
+def score_argv(hf_dir, image_path, *extra) -> list[str]:
+    """`falip score` of one box and one text on the tiny Hugging Face model, with `extra` options."""
+    return ["score", str(image_path), "--model", str(hf_dir), "--box", "1,1,20,20", "--text", "x", *extra]
+
+
+def test_layers_take_the_ranges_every_command_prints(hf_dir, image_path, monkeypatch, capsys):
+    listed = run(score_argv(hf_dir, image_path, "--layers", "0,1,2,5"), monkeypatch, capsys)
+    ranged = run(score_argv(hf_dir, image_path, "--layers", "0-2,5"), monkeypatch, capsys)
+    assert listed[0] == ranged[0] == 0 and listed[1] == ranged[1]
+    assert "layers 0,1,2,5 (0-based)" in ranged[1]
+    contiguous = run(score_argv(hf_dir, image_path, "--layers", "2-5"), monkeypatch, capsys)
+    assert "layers 2-5 (0-based)" in contiguous[1]  # printed as typed, and typed as printed
+
+
+def test_a_layer_the_model_lacks_is_refused_before_any_setting_is_printed(
+    hf_dir, image_path, monkeypatch, capsys
+):
+    code, out, err = run(score_argv(hf_dir, image_path, "--layers", "40"), monkeypatch, capsys)
+    assert code == 2 and err == "error: layer 40 does not exist: the model has 6 layers (0..5)\n"
+    assert "FALIP setting" not in out  # it used to print "layers 4" (40 mod 6) first
+
+
+def test_no_cuda_is_said_with_the_option_on_the_command_line_and_the_argument_in_python(
+    hf_dir, image_path, monkeypatch, capsys
+):
+    import torch
+
+    import falip
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, _, err = run(score_argv(hf_dir, image_path, "--device", "cuda"), monkeypatch, capsys)
+    assert (
+        code == 2
+        and err.startswith("error: CUDA was asked for")
+        and err.rstrip().endswith("use --device cpu")
+    )
+    with pytest.raises(falip.FalipError, match=r"use device='cpu'$"):
+        falip.load(hf_dir, device="cuda")

@@ -7,6 +7,7 @@ then checks ranges (finite alpha, positive sigma, layers inside the model) with 
 from __future__ import annotations
 
 import math
+import re
 
 import click
 
@@ -69,7 +70,8 @@ class Numbers(click.ParamType):
 
 
 class Layers(click.ParamType):
-    """Comma-separated 0-based layer indices (negative ones from the end): ``--layers 8,9,10,11``."""
+    """Comma-separated 0-based layer indices (negative ones from the end) or ranges of them, as every command
+    prints its setting: ``--layers 8,9,10,11``, ``--layers 8-11``, ``--layers 0-3,11``."""
 
     name = "layers"
 
@@ -85,10 +87,21 @@ class Layers(click.ParamType):
         if isinstance(value, list):
             return value
         what = _name(param, "--layers")
-        try:
-            values = [int(v) for v in value.split(",")]
-        except ValueError:
-            self.fail(f"{what} takes comma-separated 0-based indices, got {value!r}", param, ctx)
+        values = []
+        for field in value.split(","):
+            span = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", field)
+            if span and int(span[1]) <= int(span[2]):
+                values.extend(range(int(span[1]), int(span[2]) + 1))
+                continue
+            try:
+                values.append(int(field))
+            except ValueError:
+                self.fail(
+                    f"{what} takes comma-separated 0-based indices or ranges (8,9,10,11 or 8-11), "
+                    f"got {value!r}",
+                    param,
+                    ctx,
+                )
         if not values:
             self.fail(f"{what} needs at least one index", param, ctx)
         return values

@@ -31,7 +31,7 @@ from ..errors import FalipError
 from ..inputs import checks
 from ..inputs.settings import PAPER, FalipSettings
 from ..tasks.classify import TEMPLATE_SETS, class_features, resolve_templates, top_k
-from ..tasks.methods import TEMPLATE, get_method, region_features, text_features
+from ..tasks.methods import TEMPLATE, get_method, method_names, region_features, text_features
 from ..tasks.rec import NegativeSampler, ensemble, iou
 from ..tasks.relations import DEFAULT_PIPELINE, is_resolved, load_parser, member_methods, resolve
 from .distributed import Shard, barrier, current, gather, signal_failure
@@ -101,6 +101,7 @@ class RunConfig:
             raise FalipError(f"unknown ensemble {self.ensemble!r}; choose one of {', '.join(ENSEMBLES)}")
         self.pasta_scale = checks.positive("pasta scale", self.pasta_scale)
         self.seed = checks.count("seed", self.seed, minimum=0)
+        _check_methods(self.methods, resolver=self.task == "rec")  # before any model loads
         if self.task == "rec":
             _check_resolved(self)  # before any model loads: a missing spaCy is one line at once
 
@@ -129,8 +130,11 @@ def _check_methods(methods: Sequence[str], resolver: bool = False) -> None:
                     f"{method!r} resolves referring expressions: it is for `falip eval rec` only"
                 )
             member_methods(method)
-        else:
-            get_method(method)
+        elif method not in method_names():
+            resolved = ", reclip, <method>+relations" if resolver else ""
+            raise FalipError(
+                f"unknown method {method!r}; choose one of {', '.join(method_names())}{resolved}"
+            )
     if not methods:
         raise FalipError("no method given")
 

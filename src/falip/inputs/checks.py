@@ -11,7 +11,7 @@ import numbers
 import string
 from collections.abc import Sequence
 
-from ..errors import FalipError
+from ..errors import FalipError, spelled
 
 
 def finite(name: str, value) -> float:
@@ -128,6 +128,11 @@ def template(text: str, what: str = "template") -> str:
     return text
 
 
+def _device_cpu() -> str:
+    """The CPU choice as the user spells it: `--device cpu` on the command line, `device='cpu'` in Python."""
+    return "--device cpu" if spelled("device") == "--device" else "device='cpu'"
+
+
 def device(value):
     """A torch device the machine has: "cpu", "cuda", "cuda:N" or "mps" (a `torch.device` is accepted).
 
@@ -143,11 +148,11 @@ def device(value):
         ) from None
     if chosen.type == "cuda":
         if not torch.cuda.is_available():
-            raise FalipError("CUDA was asked for, but PyTorch sees no CUDA device here; use device='cpu'")
+            raise FalipError(f"CUDA was asked for, but PyTorch sees no CUDA device here; use {_device_cpu()}")
         if chosen.index is not None and chosen.index >= torch.cuda.device_count():
             raise FalipError(f"there is no {chosen}: PyTorch sees {torch.cuda.device_count()} CUDA device(s)")
     elif chosen.type == "mps" and not torch.backends.mps.is_available():
-        raise FalipError("MPS was asked for, but PyTorch sees no MPS device here; use device='cpu'")
+        raise FalipError(f"MPS was asked for, but PyTorch sees no MPS device here; use {_device_cpu()}")
     elif chosen.type not in ("cpu", "cuda", "mps"):
         raise FalipError(f"unsupported device {value!r}: use 'cpu', 'cuda' or 'cuda:N'")
     return chosen

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..errors import FalipError
 from . import checks
-from .masks import BOX_RULES, GAUSSIAN_NUMERICS, MASK_FORMS, default_layers
+from .masks import BOX_RULES, GAUSSIAN_NUMERICS, MASK_FORMS, default_layers, resolve_layers
 
 
 def _span(layers) -> str:
@@ -76,6 +76,9 @@ class FalipSettings:
 
         Args:
             depth: the model's number of layers, to name the default layers (None: "the last third").
+
+        Raises:
+            FalipError: a layer the `depth`-layer model does not have (`resolve_layers`' message).
         """
         if self.layers is None:
             layers = (
@@ -84,7 +87,12 @@ class FalipSettings:
                 else f"{_span(default_layers(depth))} (0-based; the last third)"
             )
         else:
-            shown = self.layers if depth is None else [v % depth for v in self.layers]
+            shown = self.layers
+            if depth is not None:  # the layers the model has, or the one-line error, before anything is said
+                try:
+                    shown = resolve_layers(self.layers, depth)
+                except ValueError as exc:
+                    raise FalipError(str(exc)) from None
             layers = f"{_span(shown)} (0-based)"
         text = f"alpha {self.alpha:g}, sigma {self.sigma:g}, layers {layers}, form {self.form}"
         for name in ("box_rule", "gaussian"):

@@ -82,8 +82,10 @@ def _clone_for(markdown: Path) -> Path:
 
 
 def _layout_variables(code: str) -> dict[str, str]:
-    """docs/REPRODUCE.md's variables that `code` uses, filled in with fixtures in the real layouts."""
-    if not re.search(r"\$[A-Z]", code):
+    """docs/REPRODUCE.md's variables that `code` uses, filled in with fixtures in the real layouts (written
+    the first time a block needs them; a block's own variables, like TOY_MODEL.md's `M=...`, need none)."""
+    own = set(re.findall(r"^([A-Z_]+)=", code, flags=re.M))
+    if not set(re.findall(r"\$([A-Z_]+)", code)) - own:
         return {}
     if not _layouts:
         folder = Path(_scratch[0]) / "layouts"

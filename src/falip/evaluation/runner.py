@@ -31,7 +31,7 @@ from ..errors import FalipError
 from ..inputs import checks
 from ..inputs.settings import PAPER, FalipSettings
 from ..tasks.classify import TEMPLATE_SETS, class_features, resolve_templates, top_k
-from ..tasks.methods import TEMPLATE, get_method, method_names, region_features, text_features
+from ..tasks.methods import TEMPLATE, get_method, region_features, text_features
 from ..tasks.rec import NegativeSampler, ensemble, iou
 from ..tasks.relations import DEFAULT_PIPELINE, is_resolved, load_parser, member_methods, resolve
 from .distributed import Shard, barrier, current, gather, signal_failure
@@ -130,11 +130,13 @@ def _check_methods(methods: Sequence[str], resolver: bool = False) -> None:
                     f"{method!r} resolves referring expressions: it is for `falip eval rec` only"
                 )
             member_methods(method)
-        elif method not in method_names():
-            resolved = ", reclip, <method>+relations" if resolver else ""
-            raise FalipError(
-                f"unknown method {method!r}; choose one of {', '.join(method_names())}{resolved}"
-            )
+        else:
+            try:
+                get_method(method)
+            except FalipError as exc:  # its list of the registry's methods, and the resolver's where they run
+                if not resolver:
+                    raise
+                raise FalipError(f"{exc}, reclip, <method>+relations") from None
     if not methods:
         raise FalipError("no method given")
 
@@ -350,11 +352,10 @@ def run_rec(
         The summary (`falip.evaluation.summary.write_summary`): {system: {metric: accuracy}}. An image that
         cannot be read or has no boxes is skipped, named in skipped.json, and counted.
     Raises:
-        FalipError: an unknown method, layers or heads the models do not have, a bad `limit`, an
+        FalipError: layers or heads the models do not have, a bad `limit`, an
             `out` holding a run with other settings (without `overwrite`), a folder that cannot be
             written, or (resolver methods) spaCy or its pipeline missing, subtract or an ensemble.
     """
-    _check_methods(config.methods, resolver=True)
     _check_options(models, config)
     nlp = _check_resolved(config)
     limit = checks.optional_count("limit", limit)
@@ -483,7 +484,6 @@ def run_cls(
     region per example) and class features from `config.templates`; an unknown template set or a bad
     template also raises FalipError.
     """
-    _check_methods(config.methods)
     _check_options(models, config)
     limit = checks.optional_count("limit", limit)
     resolve_templates(config.templates)
